@@ -1,0 +1,147 @@
+"""Reading and writing offline RL datasets in the D4RL hdf5 layout (and the same arrays as ``.npz``).
+
+The ``d4rl`` package itself needs mujoco-py and the old gym, so policylab reads its files with
+h5py. Layout (one file per dataset): ``observations [N, obs]``, ``actions [N, act]``,
+``rewards [N]``, ``terminals [N]``, optionally ``timeouts [N]``, ``next_observations [N, obs]``,
+``infos/qpos``, ``infos/qvel`` and ``metadata/*``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+REQUIRED_KEYS = ("observations", "actions", "rewards", "terminals")
+OPTIONAL_KEYS = ("timeouts", "next_observations")
+_D4RL_NAME = re.compile(r"^(?P<env>[a-z0-9]+)-(?P<kind>[a-z][a-z-]*?)-v(?P<version>\d+)$")
+
+
+class DatasetError(ValueError):
+    """A dataset file or id that cannot be used; the message names the file or id and the problem."""
+
+
+def d4rl_dataset_dir() -> Path:
+    """``$D4RL_DATASET_DIR`` or ``~/.d4rl/datasets``, as D4RL itself uses."""
+    return Path(os.environ.get("D4RL_DATASET_DIR", "~/.d4rl/datasets")).expanduser()
+
+
+def is_d4rl_name(name: str) -> bool:
+    return _D4RL_NAME.match(name) is not None
+
+
+def d4rl_file_candidates(name: str) -> list[Path]:
+    """Files a D4RL dataset name may be stored as: ``hopper-medium-replay-v2`` is downloaded by
+    D4RL to ``hopper_medium_replay-v2.hdf5`` (v0 files carry no version suffix)."""
+    match = _D4RL_NAME.match(name)
+    if match is None:
+        raise DatasetError(f"{name!r} is not a D4RL dataset name like 'hopper-medium-replay-v2'")
+    env, kind, version = match["env"], match["kind"].replace("-", "_"), match["version"]
+    root = d4rl_dataset_dir()
+    stems = [f"{env}_{kind}-v{version}", f"{env}_{kind}" if version == "0" else None, name]
+    return [root / f"{stem}.hdf5" for stem in stems if stem]
+
+
+def _read_group(group: h5py.Group, prefix: str = "") -> dict[str, np.ndarray]:
+    out = {}
+    for key, item in group.items():
+        if isinstance(item, h5py.Group):
+            out.update(_read_group(item, f"{prefix}{key}/"))
+        else:
+            out[f"{prefix}{key}"] = item[()]
+    return out
+
+
+def read_d4rl_hdf5(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict]:
+    """All datasets of a D4RL hdf5 file as numpy arrays, plus the file's root attributes."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"dataset file not found: {path}")
+    try:
+        with h5py.File(path, "r") as f:
+            arrays = _read_group(f)
+            attrs = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in f.attrs.items()}
+    except OSError as err:
+        raise DatasetError(f"cannot read hdf5 file {path}: {err} (the file may be truncated or corrupt)") from err
+    return arrays, attrs
+
+
+def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """The arrays of an ``.npz`` file, refusing pickled objects (``allow_pickle=False``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"dataset file not found: {path}")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            return {key: npz[key] for key in npz.files}
+    except ValueError as err:
+        if "allow_pickle" in str(err):
+            raise DatasetError(
+                f"{path} holds pickled Python objects; policylab refuses to load them because unpickling "
+                "can run arbitrary code. Save plain numeric arrays instead."
+            ) from err
+        raise DatasetError(f"cannot read {path}: {err}") from err
+    except (OSError, EOFError) as err:
+        raise DatasetError(f"cannot read {path}: {err} (the file may be truncated or corrupt)") from err
+
+
+def validate_arrays(arrays: dict[str, np.ndarray], source: str) -> None:
+    """Check keys, shapes, lengths and finiteness; every error names ``source`` and the key."""
+    missing = [k for k in REQUIRED_KEYS if k not in arrays]
+    if missing:
+        raise DatasetError(f"{source} lacks the required key(s) {missing}; found {sorted(arrays)}")
+    n = len(arrays["observations"])
+    if n == 0:
+        raise DatasetError(f"{source} holds no transitions")
+    for key in (*REQUIRED_KEYS, *OPTIONAL_KEYS):
+        if key in arrays and len(arrays[key]) != n:
+            raise DatasetError(
+                f"{source}: '{key}' has {len(arrays[key])} rows but 'observations' has {n}; the arrays must be equally long"
+            )
+    for key, ndim in (("observations", 2), ("actions", 2), ("next_observations", 2)):
+        if key in arrays and arrays[key].ndim != ndim:
+            raise DatasetError(f"{source}: '{key}' must be 2-D [N, dim], got shape {arrays[key].shape}")
+    if "next_observations" in arrays and arrays["next_observations"].shape != arrays["observations"].shape:
+        raise DatasetError(
+            f"{source}: 'next_observations' has shape {arrays['next_observations'].shape}, "
+            f"'observations' {arrays['observations'].shape}"
+        )
+    for key in ("observations", "actions", "rewards", "next_observations"):
+        if key in arrays:
+            values = arrays[key]
+            if not np.issubdtype(values.dtype, np.number):
+                raise DatasetError(f"{source}: '{key}' has non-numeric dtype {values.dtype}")
+            finite = np.isfinite(values).reshape(len(values), -1).all(axis=1)
+            if not finite.all():
+                row = int(np.argmin(finite))
+                raise DatasetError(
+                    f"{source}: '{key}' holds NaN or inf ({int((~finite).sum())} rows, first at row {row})"
+                )
+
+
+def write_d4rl_hdf5(path: str | os.PathLike, arrays: dict[str, np.ndarray], attrs: dict | None = None) -> Path:
+    """Write ``arrays`` (keys with ``/`` become groups) to ``path`` atomically.
+
+    The file is written under a temporary name in the same folder and renamed at the end, so an
+    interrupted write never leaves a half-written file under the final name.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        with h5py.File(tmp, "w") as f:
+            for key, value in arrays.items():
+                f.create_dataset(key, data=value, compression="gzip" if np.asarray(value).size > 1024 else None)
+            for key, value in (attrs or {}).items():
+                f.attrs[key] = value
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

@@ -1,0 +1,12 @@
+"""The math of each method as pure functions of tensors: no state, no I/O."""
+
+from policylab.losses.td3 import clipped_double_q_target, ensemble_mse_loss, smoothed_target_action
+from policylab.losses.td3bc import q_scale, td3bc_actor_loss
+
+__all__ = [
+    "clipped_double_q_target",
+    "ensemble_mse_loss",
+    "q_scale",
+    "smoothed_target_action",
+    "td3bc_actor_loss",
+]

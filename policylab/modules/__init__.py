@@ -1,0 +1,1 @@
+"""LightningModules, one file per method, grouped by family."""

@@ -1,0 +1,109 @@
+"""What every offline actor-critic module shares: normalization buffers, stepping, logging cadence."""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from collections.abc import Iterator
+
+import lightning as L
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from policylab.nn.normalization import ObservationNormalizer
+
+# Checkpoints of these modules are meant to hold the weights after the step's updates.
+warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization")
+
+
+@contextlib.contextmanager
+def no_param_grads(module: nn.Module) -> Iterator[None]:
+    """Let gradients flow *through* ``module`` to its inputs without computing its own weight gradients."""
+    params = [p for p in module.parameters() if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)
+
+
+class OfflineRLModule(L.LightningModule):
+    """Base of the offline RL modules.
+
+    - ``obs_normalizer`` holds the dataset's observation mean/std as buffers (copied from the
+      datamodule at ``setup``; saved in checkpoints; used by the evaluation env).
+    - Manual optimization: each ``training_step`` makes exactly one *counted* optimizer step (the
+      first optimizer), so ``trainer.global_step`` and ``max_steps`` count gradient steps of the
+      method, not optimizer calls. Further optimizers step through :meth:`step_uncounted`.
+    - :meth:`policy_action` maps normalized observations to the deterministic evaluation action.
+    """
+
+    def __init__(self, obs_dim: int) -> None:
+        super().__init__()
+        self.automatic_optimization = False
+        self.obs_normalizer = ObservationNormalizer(obs_dim)
+
+    def setup(self, stage: str) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        stats = getattr(datamodule, "observation_statistics", None)
+        if stats is not None:
+            self.obs_normalizer.set_statistics(*stats)
+
+    # ----------------------------------------------------------------- acting
+    def policy_action(self, obs: Tensor) -> Tensor:
+        """Deterministic action for a batch of normalized observations."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        """numpy in, numpy out: the evaluation policy on normalized observations."""
+        obs_t = torch.as_tensor(obs, dtype=torch.float32, device=self.device)
+        return self.policy_action(obs_t).cpu().numpy()
+
+    # ----------------------------------------------------------------- optimization helpers
+    def should_log(self) -> bool:
+        """True on the steps whose metrics Lightning writes (``Trainer(log_every_n_steps)``).
+
+        Call before the step's counted optimizer step. Logging only then keeps ``self.log`` and
+        any host-device sync out of the other steps.
+        """
+        return (self.global_step + 1) % self.trainer.log_every_n_steps == 0
+
+    def step_counted(self, optimizer, loss: Tensor) -> None:
+        """zero_grad, backward, step through Lightning: advances ``global_step`` by one."""
+        optimizer.zero_grad(set_to_none=True)
+        self.manual_backward(loss)
+        optimizer.step()
+
+    def step_uncounted(self, optimizer, loss: Tensor) -> None:
+        """zero_grad, backward, step through the strategy (precision plugin, scaler) without
+        advancing ``global_step``: for the extra optimizers of one training step."""
+        raw = getattr(optimizer, "optimizer", optimizer)
+        raw.zero_grad(set_to_none=True)
+        self.manual_backward(loss)
+        self.trainer.strategy.optimizer_step(raw, closure=_no_closure, model=self)
+
+    def check_finite(self, **values: Tensor) -> None:
+        """Stop with the offending name and step when a loss is NaN or inf (costs one sync; call
+        only on logging steps)."""
+        for name, value in values.items():
+            if not torch.isfinite(value).all():
+                raise FloatingPointError(
+                    f"{type(self).__name__}: {name} is {value.detach().float().cpu().tolist()} at step "
+                    f"{self.global_step}; lower the learning rates or check the data for extreme values"
+                )
+
+
+def _no_closure() -> None:
+    return None
+
+
+def adam(params, lr: float) -> torch.optim.Adam:
+    """Adam using the fused kernel where the install supports it (CPU and CUDA in torch >= 2.4)."""
+    try:
+        return torch.optim.Adam(params, lr=lr, fused=True)
+    except (RuntimeError, TypeError):
+        return torch.optim.Adam(params, lr=lr)

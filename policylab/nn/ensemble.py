@@ -1,0 +1,79 @@
+"""Critic ensembles whose members are evaluated together in one batched call.
+
+A twin critic written as two separate MLPs costs two matmuls per layer; stacking the members'
+weights turns them into one ``baddbmm`` per layer (and one wide matmul for the first layer, whose
+input is shared), which is what makes TD3/SAC-style updates cheap on both CPU and GPU.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+
+class EnsembleLinear(nn.Module):
+    """``num_members`` independent linear layers: input ``[E, B, in]`` -> output ``[E, B, out]``.
+
+    Each member is initialised like ``nn.Linear`` (Kaiming-uniform weights, uniform bias), so an
+    ensemble behaves exactly like the same number of separate ``nn.Linear`` layers.
+    """
+
+    def __init__(self, num_members: int, in_features: int, out_features: int) -> None:
+        super().__init__()
+        self.num_members, self.in_features, self.out_features = num_members, in_features, out_features
+        self.weight = nn.Parameter(torch.empty(num_members, in_features, out_features))
+        self.bias = nn.Parameter(torch.empty(num_members, 1, out_features))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        bound = 1.0 / math.sqrt(self.in_features)
+        for member in range(self.num_members):
+            # nn.Linear's init on the transposed [out, in] view of this member's weight.
+            nn.init.kaiming_uniform_(self.weight[member].T, a=math.sqrt(5))
+        nn.init.uniform_(self.bias, -bound, bound)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() == 2:
+            # Shared input: one [B, in] x [in, E*out] matmul instead of E of them.
+            flat_w = self.weight.permute(1, 0, 2).reshape(self.in_features, -1)
+            out = (x @ flat_w).view(x.shape[0], self.num_members, self.out_features)
+            return out.transpose(0, 1) + self.bias
+        return torch.baddbmm(self.bias, x, self.weight)
+
+    def extra_repr(self) -> str:
+        return f"num_members={self.num_members}, in_features={self.in_features}, out_features={self.out_features}"
+
+
+class EnsembleCritic(nn.Module):
+    """``num_critics`` Q-functions ``Q_e(s, a)``, each an MLP ``(s, a) -> hidden_dims -> 1``.
+
+    ``forward(obs, action)`` returns all members' values as ``[E, B]``; ``forward(..., members=k)``
+    evaluates only the first ``k`` members (TD3's actor needs ``Q_1`` alone), slicing the stacked
+    weights rather than computing and discarding the others.
+    """
+
+    def __init__(
+        self, obs_dim: int, action_dim: int, hidden_dims: Sequence[int] = (256, 256), num_critics: int = 2
+    ) -> None:
+        super().__init__()
+        self.num_critics = num_critics
+        dims = [obs_dim + action_dim, *hidden_dims, 1]
+        self.layers = nn.ModuleList(EnsembleLinear(num_critics, i, o) for i, o in zip(dims[:-1], dims[1:]))
+
+    def forward(self, obs: Tensor, action: Tensor, members: int | None = None) -> Tensor:
+        x = torch.cat([obs, action], dim=-1)
+        if members is None or members == self.num_critics:
+            for i, layer in enumerate(self.layers):
+                x = layer(x)
+                if i < len(self.layers) - 1:
+                    x = torch.relu(x)
+            return x.squeeze(-1)
+        for i, layer in enumerate(self.layers):
+            w, b = layer.weight[:members], layer.bias[:members]
+            x = (x @ w + b) if x.dim() == 3 else (x.unsqueeze(0) @ w + b)
+            if i < len(self.layers) - 1:
+                x = torch.relu(x)
+        return x.squeeze(-1)

@@ -1,0 +1,28 @@
+"""Observation normalization kept as module buffers, so it travels inside checkpoints."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+
+class ObservationNormalizer(nn.Module):
+    """``(obs - mean) / std`` with statistics stored as buffers (identity until set)."""
+
+    def __init__(self, obs_dim: int) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(obs_dim))
+        self.register_buffer("std", torch.ones(obs_dim))
+
+    @torch.no_grad()
+    def set_statistics(self, mean: Tensor, std: Tensor) -> None:
+        if mean.shape != self.mean.shape or std.shape != self.std.shape:
+            raise ValueError(
+                f"observation statistics have shape {tuple(mean.shape)}/{tuple(std.shape)}, "
+                f"the model expects ({self.mean.numel()},)"
+            )
+        self.mean.copy_(mean)
+        self.std.copy_(std)
+
+    def forward(self, obs: Tensor) -> Tensor:
+        return (obs - self.mean) / self.std
