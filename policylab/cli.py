@@ -20,6 +20,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from policylab.callbacks import EnvEvaluation, StepProgressBar
+from policylab.datamodules.d4rl_format import DatasetError
 
 # Lightning warns that manual-optimization checkpoints hold post-step weights: that is what we want.
 warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization")
@@ -102,6 +103,8 @@ class PolicylabCLI(LightningCLI):
 def main(args: list[str] | None = None) -> None:
     try:
         PolicylabCLI(args=args)
+    except (DatasetError, FileNotFoundError) as err:
+        sys.exit(f"error: {err}")
     except pickle.UnpicklingError as err:
         ckpt = next((a for a in (args or sys.argv) if a.endswith(".ckpt")), "the checkpoint")
         sys.exit(
