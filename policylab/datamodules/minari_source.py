@@ -91,6 +91,9 @@ def write_minari(
             )
         )
         start = end + 1
+    metadata.setdefault("algorithm_name", "policylab")
+    metadata.setdefault("description", f"{dataset_id}: written by policylab from D4RL-layout arrays")
+    metadata.setdefault("eval_env", env_id)
     return create_dataset_from_buffers(
         dataset_id, buffers, env=env_id, ref_min_score=ref_min_score, ref_max_score=ref_max_score, **metadata
     )
