@@ -65,6 +65,12 @@ class PolicylabCLI(LightningCLI):
         for name in LINKED_FROM_DATA:
             parser.link_arguments(f"data.{name}", f"model.init_args.{name}", apply_on="instantiate")
 
+    def _instantiate_trainer(self, config: dict, callbacks: list):
+        """``--trainer.enable_progress_bar false`` also removes policylab's progress bar."""
+        if config.get("enable_progress_bar") is False:
+            callbacks = [c for c in callbacks if not isinstance(c, StepProgressBar)]
+        return super()._instantiate_trainer(config, callbacks)
+
     def before_instantiate_classes(self) -> None:
         """With ``--ckpt_path last`` and no explicit logger version, continue in the newest run
         directory of the logger's name, where ``last.ckpt`` lives."""

@@ -64,7 +64,7 @@ def test_fit_writes_scores_resumes_validates_and_tests(tmp_path, hopper_hdf5):
     assert steps == [100, 200, 300]
 
     for command in ("validate", "test"):
-        result = _ok(run_cli(command, "--config", config, *data, "--ckpt_path", "last", *TINY, cwd=tmp_path))
+        result = _ok(run_cli(command, "--config", config, *data, "--ckpt_path", "last", "--trainer.enable_progress_bar", "false", *TINY, cwd=tmp_path))
         assert "eval/normalized_score" in result.stdout and f"{'val' if command == 'validate' else 'test'}/td_loss" in result.stdout
 
 
