@@ -35,13 +35,15 @@ class EnsembleLinear(nn.Module):
             nn.init.kaiming_uniform_(self.weight[member].T, a=math.sqrt(5))
         nn.init.uniform_(self.bias, -bound, bound)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, members: int | None = None) -> Tensor:
+        """``x`` is ``[B, in]`` (shared by all members) or ``[E, B, in]``; ``members=k`` uses the first k."""
+        weight, bias = (self.weight, self.bias) if members is None else (self.weight[:members], self.bias[:members])
         if x.dim() == 2:
             # Shared input: one [B, in] x [in, E*out] matmul instead of E of them.
-            flat_w = self.weight.permute(1, 0, 2).reshape(self.in_features, -1)
-            out = (x @ flat_w).view(x.shape[0], self.num_members, self.out_features)
-            return out.transpose(0, 1) + self.bias
-        return torch.baddbmm(self.bias, x, self.weight)
+            flat_w = weight.permute(1, 0, 2).reshape(self.in_features, -1)
+            out = (x @ flat_w).view(x.shape[0], weight.shape[0], self.out_features)
+            return out.transpose(0, 1) + bias
+        return torch.baddbmm(bias, x, weight)
 
     def extra_repr(self) -> str:
         return f"num_members={self.num_members}, in_features={self.in_features}, out_features={self.out_features}"
@@ -65,15 +67,8 @@ class EnsembleCritic(nn.Module):
 
     def forward(self, obs: Tensor, action: Tensor, members: int | None = None) -> Tensor:
         x = torch.cat([obs, action], dim=-1)
-        if members is None or members == self.num_critics:
-            for i, layer in enumerate(self.layers):
-                x = layer(x)
-                if i < len(self.layers) - 1:
-                    x = torch.relu(x)
-            return x.squeeze(-1)
         for i, layer in enumerate(self.layers):
-            w, b = layer.weight[:members], layer.bias[:members]
-            x = (x @ w + b) if x.dim() == 3 else (x.unsqueeze(0) @ w + b)
+            x = layer(x, members)
             if i < len(self.layers) - 1:
                 x = torch.relu(x)
         return x.squeeze(-1)
