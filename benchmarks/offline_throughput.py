@@ -152,7 +152,7 @@ def main() -> None:
     L.seed_everything(0, verbose=False)
     with tempfile.TemporaryDirectory() as folder:
         dm = OfflineTransitionDataModule(str(make_dataset(Path(folder))), batch_size=256)
-        dm.obs_dim  # load now, outside the timed region
+        dm.load()  # outside the timed region
     data = {k: v.to(device) for k, v in dm.buffer.all()._asdict().items()}
     plain = PlainTD3BC(data, device)
     model = TD3BC(OBS_DIM, ACT_DIM, 1.0)

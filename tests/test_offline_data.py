@@ -97,7 +97,7 @@ def test_npz_and_d4rl_name_lookup(tmp_path, monkeypatch, hopper_arrays, hopper_h
     assert from_name.env_id == "Hopper-v5"
     torch.testing.assert_close(from_name.buffer.all().obs, from_npz.obs)
     with pytest.raises(FileNotFoundError, match="hopper_medium-v2.hdf5"):
-        OfflineTransitionDataModule("hopper-medium-v2").obs_dim
+        OfflineTransitionDataModule("hopper-medium-v2").load()
 
 
 def test_minari_round_trip_equals_hdf5(tmp_path, monkeypatch, hopper_arrays):
@@ -115,14 +115,14 @@ def test_minari_round_trip_equals_hdf5(tmp_path, monkeypatch, hopper_arrays):
 def test_unknown_minari_id_without_network(tmp_path, monkeypatch):
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path))
     with pytest.raises(DatasetError, match="'mujoco/hopper/nonexistent-v0' is not on disk.*download=True"):
-        OfflineTransitionDataModule("mujoco/hopper/nonexistent-v0").obs_dim
+        OfflineTransitionDataModule("mujoco/hopper/nonexistent-v0").load()
 
 
 # ------------------------------------------------------------------ bad input
 def test_missing_file_is_named(tmp_path):
     path = tmp_path / "nope.hdf5"
     with pytest.raises(FileNotFoundError, match=str(path)):
-        OfflineTransitionDataModule(str(path)).obs_dim
+        OfflineTransitionDataModule(str(path)).load()
 
 
 def _write_raw_hdf5(path: Path, arrays: dict) -> Path:
@@ -137,7 +137,7 @@ def test_hdf5_missing_required_key(tmp_path):
     del arrays["rewards"]
     path = _write_raw_hdf5(tmp_path / "x.hdf5", arrays)
     with pytest.raises(DatasetError, match=r"x.hdf5 lacks the required key\(s\) \['rewards'\]"):
-        OfflineTransitionDataModule(str(path)).obs_dim
+        OfflineTransitionDataModule(str(path)).load()
 
 
 def test_mismatched_lengths(tmp_path):
@@ -145,7 +145,7 @@ def test_mismatched_lengths(tmp_path):
     arrays["actions"] = arrays["actions"][:3]
     path = _write_raw_hdf5(tmp_path / "x.hdf5", arrays)
     with pytest.raises(DatasetError, match="'actions' has 3 rows but 'observations' has 5"):
-        OfflineTransitionDataModule(str(path)).obs_dim
+        OfflineTransitionDataModule(str(path)).load()
 
 
 @pytest.mark.parametrize("key,value", [("observations", np.nan), ("rewards", np.inf)])
@@ -155,7 +155,7 @@ def test_nan_or_inf_is_named_with_row(tmp_path, key, value):
     arrays[key][3] = value
     path = _write_raw_hdf5(tmp_path / "x.hdf5", arrays)
     with pytest.raises(DatasetError, match=f"'{key}' holds NaN or inf .*first at row 3"):
-        OfflineTransitionDataModule(str(path)).obs_dim
+        OfflineTransitionDataModule(str(path)).load()
 
 
 def test_truncated_hdf5(tmp_path, hopper_hdf5):
@@ -163,7 +163,7 @@ def test_truncated_hdf5(tmp_path, hopper_hdf5):
     path = tmp_path / "cut.hdf5"
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises(DatasetError, match="cut.hdf5.*truncated or corrupt"):
-        OfflineTransitionDataModule(str(path)).obs_dim
+        OfflineTransitionDataModule(str(path)).load()
 
 
 def test_pickled_npz_is_refused(tmp_path):
@@ -171,7 +171,7 @@ def test_pickled_npz_is_refused(tmp_path):
     arrays["observations"] = np.array([object()] * 5, dtype=object)
     np.savez(tmp_path / "evil.npz", **arrays)
     with pytest.raises(DatasetError, match="evil.npz holds pickled Python objects"):
-        OfflineTransitionDataModule(str(tmp_path / "evil.npz")).obs_dim
+        OfflineTransitionDataModule(str(tmp_path / "evil.npz")).load()
 
 
 def test_write_is_atomic(tmp_path):
@@ -183,4 +183,4 @@ def test_write_is_atomic(tmp_path):
 
 def test_unrecognised_dataset_string():
     with pytest.raises(DatasetError, match="cannot tell what dataset 'hopper' is"):
-        OfflineTransitionDataModule("hopper").obs_dim
+        OfflineTransitionDataModule("hopper").load()

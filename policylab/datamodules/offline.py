@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
@@ -99,6 +98,7 @@ class OfflineTransitionDataModule(L.LightningDataModule):
         self.reward_normalization, self.reward_scale, self.reward_bias = reward_normalization, reward_scale, reward_bias
         self._env_id, self._action_bound, self.download = env_id, action_bound, download
         self.max_episode_steps, self.val_batches, self.seed = max_episode_steps, val_batches, seed
+        self._data: dict | None = None
         self._generator: torch.Generator | None = None
         self._generator_state: torch.Tensor | None = None
 
@@ -131,8 +131,8 @@ class OfflineTransitionDataModule(L.LightningDataModule):
             "'hopper-medium-v2' or a Minari id like 'mujoco/hopper/medium-v0'"
         )
 
-    @cached_property
-    def _loaded(self) -> dict:
+    def _prepare(self) -> dict:
+        """Read the source, check it, build transitions, statistics and the buffer."""
         kind, location = self._resolve_source()
         info: dict = {}
         if kind == "d4rl":
@@ -179,6 +179,16 @@ class OfflineTransitionDataModule(L.LightningDataModule):
             ),
             "max_action": float(np.abs(arrays["actions"]).max()),
         }
+
+    def load(self) -> "OfflineTransitionDataModule":
+        """Read, check and prepare the dataset now (otherwise it happens on first use)."""
+        if self._data is None:
+            self._data = self._prepare()
+        return self
+
+    @property
+    def _loaded(self) -> dict:
+        return self.load()._data
 
     # ----------------------------------------------------------------- what the model and callbacks read
     @property
