@@ -7,7 +7,11 @@ from torch import Tensor
 
 
 def q_scale(q: Tensor, alpha: float) -> Tensor:
-    """``lambda = alpha / mean |Q(s, pi(s))|``, detached: it rescales, it is not optimized."""
+    """``lambda = alpha / mean |Q|``, detached: it rescales, it is not optimized.
+
+    The paper writes the mean over ``Q(s_i, a_i)``; the authors' code (and policylab) averages the
+    ``Q(s, pi(s))`` values that the actor loss uses.
+    """
     return alpha / q.abs().mean().detach()
 
 
