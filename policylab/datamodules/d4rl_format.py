@@ -136,7 +136,8 @@ def write_d4rl_hdf5(path: str | os.PathLike, arrays: dict[str, np.ndarray], attr
     try:
         with h5py.File(tmp, "w") as f:
             for key, value in arrays.items():
-                f.create_dataset(key, data=value, compression="gzip" if np.asarray(value).size > 1024 else None)
+                big = np.asarray(value).size > 1024  # byte shuffling makes float arrays compress much better
+                f.create_dataset(key, data=value, compression="gzip" if big else None, shuffle=big)
             for key, value in (attrs or {}).items():
                 f.attrs[key] = value
         os.chmod(tmp, 0o644)

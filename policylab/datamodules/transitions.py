@@ -66,28 +66,58 @@ def episode_returns(rewards: np.ndarray, terminals: np.ndarray, timeouts: np.nda
     return cumulative[ends + 1] - cumulative[np.concatenate([[0], ends[:-1] + 1])]
 
 
+TRANSITION_FIELDS = ("obs", "action", "reward", "next_obs", "terminal", "timeout")
+
+
 class TransitionBuffer:
-    """Transitions in one ``[N, W]`` tensor on the training device; a batch is a single row gather.
+    """Transitions in one ``[capacity, W]`` tensor on the training device; a batch is a single row gather.
 
     The fields are views into the gathered rows, so sampling costs one ``randint`` and one
     ``index_select`` on the device: no worker processes, no per-sample Python, no host copy.
+    Online methods append with :meth:`add`; rows beyond ``capacity`` overwrite the oldest
+    *appended* rows first (a ring over the appended part), so the initial (offline) rows stay.
+
+    Args:
+        transitions: the initial rows (arrays named as in :data:`TRANSITION_FIELDS`), or None.
+        obs_dim, action_dim: needed when ``transitions`` is None.
+        capacity: total rows the buffer can hold (default: just the initial rows).
     """
 
-    def __init__(self, transitions: dict[str, np.ndarray]) -> None:
-        obs, action = transitions["obs"], transitions["action"]
-        self.obs_dim, self.action_dim = obs.shape[1], action.shape[1]
-        columns = [
-            obs,
-            action,
-            transitions["reward"][:, None],
-            transitions["next_obs"],
-            transitions["terminal"][:, None],
-            transitions["timeout"][:, None],
-        ]
-        self.data = torch.from_numpy(np.concatenate(columns, axis=1).astype(np.float32))
+    def __init__(
+        self,
+        transitions: dict[str, np.ndarray] | None = None,
+        obs_dim: int | None = None,
+        action_dim: int | None = None,
+        capacity: int | None = None,
+    ) -> None:
+        if transitions is not None:
+            obs_dim, action_dim = transitions["obs"].shape[1], transitions["action"].shape[1]
+        if obs_dim is None or action_dim is None:
+            raise ValueError("TransitionBuffer needs initial transitions or obs_dim and action_dim")
+        self.obs_dim, self.action_dim = int(obs_dim), int(action_dim)
         self._widths = [self.obs_dim, self.action_dim, 1, self.obs_dim, 1, 1]
+        initial = self.rows(**transitions) if transitions is not None else torch.zeros(0, sum(self._widths))
+        self.initial_size = initial.shape[0]
+        capacity = self.initial_size if capacity is None else int(capacity)
+        if capacity < self.initial_size:
+            raise ValueError(f"capacity {capacity} is smaller than the {self.initial_size} initial transitions")
+        self.data = torch.empty(capacity, sum(self._widths))
+        self.data[: self.initial_size] = initial
+        self.size = self.initial_size  # rows in use
+        self.appended = 0  # rows ever appended (the ring position is derived from it)
+
+    def rows(self, obs, action, reward, next_obs, terminal, timeout) -> Tensor:
+        """Pack transitions (numpy or tensors, leading batch dimension) into buffer rows."""
+        columns = [obs, action, reward, next_obs, terminal, timeout]
+        columns = [torch.as_tensor(np.asarray(c), dtype=torch.float32) for c in columns]
+        n = columns[0].shape[0]
+        return torch.cat([c.reshape(n, -1) for c in columns], dim=1)
 
     def __len__(self) -> int:
+        return self.size
+
+    @property
+    def capacity(self) -> int:
         return self.data.shape[0]
 
     @property
@@ -98,13 +128,42 @@ class TransitionBuffer:
         self.data = self.data.to(device)
         return self
 
+    def add(self, **transitions) -> None:
+        """Append a batch of transitions (fields as keyword arrays with a leading batch dimension)."""
+        rows = self.rows(**transitions).to(self.device)
+        online_capacity = self.capacity - self.initial_size
+        if online_capacity <= 0:
+            raise ValueError(f"the buffer is full ({self.capacity} rows): give it a larger capacity")
+        for row in rows:  # usually one row per call
+            position = self.initial_size + self.appended % online_capacity
+            self.data[position] = row
+            self.appended += 1
+        self.size = self.initial_size + min(self.appended, online_capacity)
+
+    def appended_rows(self) -> Tensor:
+        """The appended rows in ring order, on the CPU (what a checkpoint must keep)."""
+        return self.data[self.initial_size : self.size].cpu()
+
+    def restore_appended(self, rows: Tensor, appended: int) -> None:
+        """Put back rows from :meth:`appended_rows` and the append counter."""
+        if rows.shape[0] > self.capacity - self.initial_size or rows.shape[1:] != self.data.shape[1:]:
+            raise ValueError(
+                f"cannot restore {tuple(rows.shape)} appended rows into a buffer of capacity {self.capacity} "
+                f"with {self.initial_size} initial rows of width {self.data.shape[1]}"
+            )
+        self.data[self.initial_size : self.initial_size + rows.shape[0]] = rows.to(self.device)
+        self.appended = int(appended)
+        self.size = self.initial_size + rows.shape[0]
+
     def _split(self, rows: Tensor) -> TransitionBatch:
         obs, action, reward, next_obs, terminal, timeout = torch.split(rows, self._widths, dim=1)
         return TransitionBatch(obs, action, reward.squeeze(1), next_obs, terminal.squeeze(1), timeout.squeeze(1))
 
     def sample(self, batch_size: int, generator: torch.Generator | None = None) -> TransitionBatch:
-        index = torch.randint(len(self), (batch_size,), device=self.device, generator=generator)
+        if self.size == 0:
+            raise RuntimeError("cannot sample from an empty transition buffer: collect transitions first")
+        index = torch.randint(self.size, (batch_size,), device=self.device, generator=generator)
         return self._split(self.data.index_select(0, index))
 
     def all(self) -> TransitionBatch:
-        return self._split(self.data)
+        return self._split(self.data[: self.size])

@@ -1,8 +1,9 @@
-"""``python -m policylab.datasets record --env Hopper-v5 --policy random --steps 100000 --out data/x.hdf5``
+"""``python -m policylab.datasets {build,record} ...``: D4RL-format datasets made by policylab.
 
-Records a policy in a gymnasium env and writes a D4RL-format hdf5 file (atomically: an
-interrupted run leaves no file under the final name). ``--policy random`` is D4RL's ``random``
-recipe (uniform actions).
+``build hopper --kinds random medium medium-replay`` trains SAC online, picks the medium policy
+and writes the datasets D4RL defines (resumable; see ``policylab.datasets.build``).
+``record --env Hopper-v5 --policy random --steps 100000 --out data/x.hdf5`` records uniform random
+actions. Files are written atomically: an interrupted run leaves no file under the final name.
 """
 
 from __future__ import annotations
@@ -39,9 +40,70 @@ def record(args: argparse.Namespace) -> None:
     print(f"wrote {out}: {len(arrays['rewards'])} transitions, {len(returns)} episodes, return {returns.mean():.1f} +- {returns.std():.1f}{score}")
 
 
+def build_command(args: argparse.Namespace) -> None:
+    from policylab.datamodules.d4rl_format import DatasetError
+    from policylab.data import bundle_dir
+    from policylab.datasets.build import BuildConfig, build
+
+    config = BuildConfig(
+        family=args.family, work_dir=args.work_dir or f"data/build/{args.family}", out_dir=args.out, seed=args.seed,
+        sac_steps=args.sac_steps, random_steps=args.random_steps, eval_every=args.eval_every,
+        eval_episodes=args.eval_episodes, pick_episodes=args.pick_episodes, medium_range=tuple(args.medium_range),
+        expert_min_score=args.expert_min_score, rollout_steps=args.rollout_steps, threads=args.threads,
+        minari=args.minari, kinds=tuple(args.kinds),
+        policies_from=str(bundle_dir(args.family)) if args.from_bundle else None,
+    )
+    try:
+        build(config, progress=not args.no_progress)
+    except (DatasetError, ValueError) as err:
+        sys.exit(f"error: {err}")
+
+
+def export_command(args: argparse.Namespace) -> None:
+    import json
+
+    from policylab.data import bundle_dir
+    from policylab.datasets.build import BuildConfig, export_bundle
+
+    work_dir = Path(args.work_dir or f"data/build/{args.family}")
+    saved = json.loads((work_dir / "build.json").read_text())
+    saved["medium_range"], saved["kinds"] = tuple(saved["medium_range"]), tuple(saved["kinds"])
+    config = BuildConfig(**saved)
+    dest = export_bundle(config, args.to or bundle_dir(args.family))
+    print(f"exported to {dest}:\n" + (dest / "README.md").read_text())
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m policylab.datasets", description=__doc__.split("\n\n")[1])
     commands = parser.add_subparsers(dest="command", required=True)
+    from policylab.datasets.build import KINDS, BuildConfig
+
+    default = BuildConfig()
+    bld = commands.add_parser("build", help="train SAC and build D4RL-style datasets (resumable)")
+    bld.add_argument("family", help="env family: hopper, halfcheetah, walker2d, ant")
+    bld.add_argument("--kinds", nargs="*", default=list(KINDS), choices=KINDS, help="datasets to write (none: only train SAC)")
+    bld.add_argument("--out", default=default.out_dir, help="folder of the hdf5 files (default: data)")
+    bld.add_argument("--work-dir", default=None, help="SAC run, snapshots and state (default: data/build/<family>)")
+    bld.add_argument("--seed", type=int, default=default.seed)
+    bld.add_argument("--sac-steps", type=int, default=default.sac_steps, help="SAC env steps (= gradient steps)")
+    bld.add_argument("--random-steps", type=int, default=default.random_steps, help="uniform-random warm-up steps of SAC")
+    bld.add_argument("--eval-every", type=int, default=default.eval_every, help="steps between evaluations and snapshots")
+    bld.add_argument("--eval-episodes", type=int, default=default.eval_episodes)
+    bld.add_argument("--pick-episodes", type=int, default=default.pick_episodes, help="episodes to confirm a picked policy")
+    bld.add_argument("--medium-range", type=float, nargs=2, default=list(default.medium_range), metavar=("LOW", "HIGH"),
+                     help="normalized score range of the medium policy")
+    bld.add_argument("--expert-min-score", type=float, default=default.expert_min_score)
+    bld.add_argument("--rollout-steps", type=int, default=default.rollout_steps, help="steps of random/medium/expert rollouts")
+    bld.add_argument("--threads", type=int, default=default.threads, help="torch threads")
+    bld.add_argument("--minari", action="store_true", help="also write Minari datasets (policylab/<family>/<kind>-v0)")
+    bld.add_argument("--from-bundle", action="store_true",
+                     help="use the policies shipped in policylab/data/<family> instead of a SAC run")
+    bld.add_argument("--no-progress", action="store_true")
+    exp = commands.add_parser("export", help="copy a build's medium-replay set, policies and card into the package")
+    exp.add_argument("family")
+    exp.add_argument("--work-dir", default=None)
+    exp.add_argument("--out", default=default.out_dir)
+    exp.add_argument("--to", default=None, help="destination (default: policylab/data/<family>)")
     rec = commands.add_parser("record", help="record a policy's steps in a D4RL-format hdf5 file")
     rec.add_argument("--env", required=True, help="gymnasium env id, e.g. Hopper-v5")
     rec.add_argument("--policy", choices=["random"], default="random")
@@ -50,7 +112,7 @@ def main(argv: list[str] | None = None) -> None:
     rec.add_argument("--out", required=True)
     rec.add_argument("--overwrite", action="store_true")
     args = parser.parse_args(argv)
-    record(args)
+    {"build": build_command, "export": export_command, "record": record}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """The math of each method as pure functions of tensors: no state, no I/O."""
 
+from policylab.losses.sac import sac_actor_loss, sac_critic_target, sac_temperature_loss, squashed_gaussian_log_prob
 from policylab.losses.td3 import clipped_double_q_target, ensemble_mse_loss, smoothed_target_action
 from policylab.losses.td3bc import q_scale, td3bc_actor_loss
 
@@ -7,6 +8,10 @@ __all__ = [
     "clipped_double_q_target",
     "ensemble_mse_loss",
     "q_scale",
+    "sac_actor_loss",
+    "sac_critic_target",
+    "sac_temperature_loss",
     "smoothed_target_action",
+    "squashed_gaussian_log_prob",
     "td3bc_actor_loss",
 ]

@@ -3,7 +3,7 @@
 from policylab.nn.ensemble import EnsembleCritic, EnsembleLinear
 from policylab.nn.mlp import mlp
 from policylab.nn.normalization import ObservationNormalizer
-from policylab.nn.policies import DeterministicActor
+from policylab.nn.policies import DeterministicActor, TanhGaussianActor
 from policylab.nn.target import frozen_copy, polyak_update
 
 __all__ = [
@@ -11,6 +11,7 @@ __all__ = [
     "EnsembleCritic",
     "EnsembleLinear",
     "ObservationNormalizer",
+    "TanhGaussianActor",
     "frozen_copy",
     "mlp",
     "polyak_update",

@@ -15,11 +15,11 @@ from torch import Tensor
 from policylab.datamodules.transitions import TransitionBatch
 from policylab.losses.td3 import clipped_double_q_target, ensemble_mse_loss, smoothed_target_action
 from policylab.losses.td3bc import td3bc_actor_loss
-from policylab.modules.offline.base import OfflineRLModule, adam, no_param_grads
+from policylab.modules.base import RLModule, adam, no_param_grads
 from policylab.nn import DeterministicActor, EnsembleCritic, frozen_copy, polyak_update
 
 
-class TD3BC(OfflineRLModule):
+class TD3BC(RLModule):
     """TD3+BC with the paper's defaults (alpha 2.5, lr 3e-4, tau 0.005, policy noise 0.2,
     noise clip 0.5, delayed actor updates every 2 steps, 256-256 MLPs)."""
 

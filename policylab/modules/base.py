@@ -1,4 +1,4 @@
-"""What every offline actor-critic module shares: normalization buffers, stepping, logging cadence."""
+"""What every RL actor-critic module shares: normalization buffers, acting, stepping, logging cadence."""
 
 from __future__ import annotations
 
@@ -30,15 +30,17 @@ def no_param_grads(module: nn.Module) -> Iterator[None]:
             p.requires_grad_(True)
 
 
-class OfflineRLModule(L.LightningModule):
-    """Base of the offline RL modules.
+class RLModule(L.LightningModule):
+    """Base of the offline, offline-to-online and online RL modules.
 
     - ``obs_normalizer`` holds the dataset's observation mean/std as buffers (copied from the
-      datamodule at ``setup``; saved in checkpoints; used by the evaluation env).
+      datamodule at ``setup``; saved in checkpoints; used by the evaluation env and by online
+      data collection). Without statistics it is the identity.
     - Manual optimization: each ``training_step`` makes exactly one *counted* optimizer step (the
       first optimizer), so ``trainer.global_step`` and ``max_steps`` count gradient steps of the
       method, not optimizer calls. Further optimizers step through :meth:`step_uncounted`.
-    - :meth:`policy_action` maps normalized observations to the deterministic evaluation action.
+    - :meth:`policy_action` maps normalized observations to the deterministic evaluation action;
+      :meth:`exploration_action` to the action taken when collecting data online.
     """
 
     def __init__(self, obs_dim: int) -> None:
@@ -57,11 +59,26 @@ class OfflineRLModule(L.LightningModule):
         """Deterministic action for a batch of normalized observations."""
         raise NotImplementedError
 
+    def exploration_action(self, obs: Tensor, noise_std: float, generator: torch.Generator | None = None) -> Tensor:
+        """Action for online data collection. Deterministic actors add Gaussian noise of standard
+        deviation ``noise_std * max_action`` and clip to the action box (TD3's exploration);
+        stochastic actors override this to sample from their policy."""
+        action = self.policy_action(obs)
+        bound = float(getattr(self, "max_action", 1.0))
+        noise = torch.randn(action.shape, device=action.device, generator=generator) * (noise_std * bound)
+        return (action + noise).clamp(-bound, bound)
+
     @torch.no_grad()
     def act(self, obs: np.ndarray) -> np.ndarray:
         """numpy in, numpy out: the evaluation policy on normalized observations."""
         obs_t = torch.as_tensor(obs, dtype=torch.float32, device=self.device)
         return self.policy_action(obs_t).cpu().numpy()
+
+    @torch.no_grad()
+    def explore(self, obs: np.ndarray, noise_std: float = 0.1, generator: torch.Generator | None = None) -> np.ndarray:
+        """numpy in, numpy out: :meth:`exploration_action` on normalized observations."""
+        obs_t = torch.as_tensor(obs, dtype=torch.float32, device=self.device)
+        return self.exploration_action(obs_t, noise_std, generator).cpu().numpy()
 
     # ----------------------------------------------------------------- optimization helpers
     def should_log(self) -> bool:

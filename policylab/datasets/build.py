@@ -1,0 +1,455 @@
+"""Building D4RL-style MuJoCo datasets with policylab's own SAC, as D4RL built its datasets.
+
+Stages, each resumable and each written atomically (an interrupted build leaves no file under a
+final name, and a rerun skips what is done):
+
+1. ``train``: online SAC (:class:`~policylab.modules.SAC`) for ``sac_steps`` env-and-gradient
+   steps. Every ``eval_every`` steps the policy is evaluated and its actor saved under
+   ``<work_dir>/policies/``; every env step is recorded in the D4RL layout. ``last.ckpt`` makes
+   the stage resumable (rerunning with a larger ``sac_steps`` continues the same run).
+2. ``pick``: the medium policy is the first snapshot whose re-evaluated normalized score lies in
+   ``medium_range`` (D4RL: a policy stopped at about a third of expert return); the final
+   snapshot is the expert policy when it scores at least ``expert_min_score``.
+3. datasets, each ``<out>/<env>_<kind>-v5.hdf5`` (and a Minari dataset when asked):
+   ``medium-replay`` (every step recorded up to the medium snapshot), ``medium`` (the medium
+   policy sampled stochastically), ``random`` (uniform random actions), ``expert`` (the final
+   policy, stochastic), ``medium-expert`` (medium then expert).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from policylab.datamodules.d4rl_format import DatasetError, read_d4rl_hdf5, write_d4rl_hdf5
+from policylab.datamodules.transitions import episode_returns
+from policylab.envs.make import GYMNASIUM_ENV_OF_FAMILY
+from policylab.envs.scores import normalized_score, reference_scores
+
+KINDS = ("random", "medium", "medium-replay", "expert", "medium-expert")
+
+
+@dataclass
+class BuildConfig:
+    """Everything a build depends on; stored in ``<work_dir>/build.json`` and checked on resume."""
+
+    family: str = "hopper"
+    work_dir: str = "data/build/hopper"
+    out_dir: str = "data"
+    seed: int = 0
+    sac_steps: int = 300_000
+    random_steps: int = 5_000
+    eval_every: int = 5_000
+    eval_episodes: int = 10
+    pick_episodes: int = 20
+    medium_range: tuple[float, float] = (30.0, 55.0)
+    expert_min_score: float = 90.0
+    rollout_steps: int = 1_000_000
+    threads: int = 1
+    minari: bool = False
+    minari_namespace: str = "policylab"
+    kinds: tuple[str, ...] = field(default=KINDS)
+    policies_from: str | None = None  # a bundle folder (see export_bundle): use its policies, train nothing
+
+    @property
+    def env_id(self) -> str:
+        if self.family not in GYMNASIUM_ENV_OF_FAMILY:
+            raise ValueError(f"unknown env family {self.family!r}; known: {', '.join(GYMNASIUM_ENV_OF_FAMILY)}")
+        return GYMNASIUM_ENV_OF_FAMILY[self.family]
+
+    def dataset_path(self, kind: str) -> Path:
+        return Path(self.out_dir) / f"{self.family}_{kind.replace('-', '_')}-v5.hdf5"
+
+    def minari_id(self, kind: str) -> str:
+        return f"{self.minari_namespace}/{self.family}/{kind}-v0"
+
+
+# ----------------------------------------------------------------------------- stage 1: SAC
+def policy_dir(config: BuildConfig) -> Path:
+    return Path(config.work_dir) / "policies"
+
+
+def train_sac(config: BuildConfig, progress: bool = True) -> Path:
+    """Train (or resume) the SAC run; returns its ``last.ckpt``."""
+    import lightning as L
+    from lightning.pytorch.callbacks import ModelCheckpoint
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    from policylab.callbacks import EnvEvaluation, EnvInteraction, PolicySnapshots, StepProgressBar
+    from policylab.datamodules.replay import ReplayBufferDataModule
+    from policylab.modules.online.sac import SAC
+
+    work = Path(config.work_dir)
+    checkpoints = work / "sac" / "checkpoints"
+    last = checkpoints / "last.ckpt"
+    if last.is_file() and _checkpoint_step(last) >= config.sac_steps:
+        return last
+    L.seed_everything(config.seed, verbose=False)
+    datamodule = ReplayBufferDataModule(config.env_id, capacity=max(config.sac_steps, 1), seed=config.seed).load()
+    model = SAC(datamodule.obs_dim, datamodule.action_dim, datamodule.max_action)
+    callbacks = [
+        EnvInteraction(random_steps=config.random_steps, seed=config.seed, record=True),
+        EnvEvaluation(every_n_steps=config.eval_every, n_episodes=config.eval_episodes, seed=10_000 + config.seed),
+        PolicySnapshots(policy_dir(config), every_n_steps=config.eval_every),
+        ModelCheckpoint(dirpath=checkpoints, save_last=True, save_top_k=0, every_n_train_steps=config.eval_every),
+    ]
+    if progress:
+        callbacks.append(StepProgressBar())
+    trainer = L.Trainer(
+        max_steps=config.sac_steps,
+        accelerator="cpu" if not torch.cuda.is_available() else "auto",
+        devices=1,
+        logger=TensorBoardLogger(work, name="sac", version=0, default_hp_metric=False),
+        callbacks=callbacks,
+        log_every_n_steps=1000,
+        enable_progress_bar=progress,
+        enable_model_summary=False,
+        limit_val_batches=0,
+    )
+    trainer.fit(model, datamodule, ckpt_path=str(last) if last.is_file() else None)
+    return last
+
+
+def _checkpoint_step(path: Path) -> int:
+    return int(torch.load(path, map_location="cpu", weights_only=True)["global_step"])
+
+
+def recorded_steps(last_ckpt: Path) -> dict[str, np.ndarray]:
+    """The D4RL-layout recording of every SAC env step, from the run's checkpoint."""
+    state = torch.load(last_ckpt, map_location="cpu", weights_only=True)
+    for key, value in state["callbacks"].items():
+        if key.startswith("EnvInteraction") and "recording" in value:
+            return {k: v.numpy() for k, v in value["recording"].items()}
+    raise DatasetError(f"{last_ckpt} holds no recording of the SAC run's steps")
+
+
+# ----------------------------------------------------------------------------- stage 2: pick
+def load_snapshots(config: BuildConfig) -> list[dict]:
+    """Policy snapshots of the SAC run, ordered by step."""
+    files = sorted(policy_dir(config).glob("step_*.pt"))
+    return [torch.load(f, map_location="cpu", weights_only=True) | {"path": str(f)} for f in files]
+
+
+def snapshot_actor(snapshot: dict):
+    """A ``TanhGaussianActor`` with a snapshot's weights."""
+    from policylab.nn.policies import TanhGaussianActor
+
+    actor = TanhGaussianActor(**snapshot["actor_config"])
+    actor.load_state_dict(snapshot["actor"])
+    return actor.eval()
+
+
+def evaluate_snapshot(config: BuildConfig, snapshot: dict, episodes: int) -> float:
+    """Normalized score of a snapshot's deterministic policy over ``episodes`` fresh episodes."""
+    from policylab.envs.evaluation import evaluate_policy
+
+    actor = snapshot_actor(snapshot)
+    with torch.no_grad():
+        returns = evaluate_policy(
+            lambda obs: actor.deterministic(torch.as_tensor(obs, dtype=torch.float32)).numpy(),
+            config.env_id,
+            episodes,
+            seed=50_000 + config.seed,
+        )
+    return float(np.mean(normalized_score(returns, *reference_scores(config.env_id))))
+
+
+def pick_policies(config: BuildConfig) -> dict:
+    """Choose the medium and expert snapshots; the choice is saved in ``<work_dir>/picked.json``."""
+    picked_file = Path(config.work_dir) / "picked.json"
+    if picked_file.is_file():
+        picked = json.loads(picked_file.read_text())
+        if picked.get("sac_steps") == config.sac_steps:
+            return picked
+    snapshots = load_snapshots(config)
+    if not snapshots:
+        raise DatasetError(f"no policy snapshots under {policy_dir(config)}: train SAC first")
+    low, high = config.medium_range
+    medium = None
+    for snapshot in snapshots:
+        if low <= snapshot["score"] <= high:
+            score = evaluate_snapshot(config, snapshot, config.pick_episodes)
+            if low <= score <= high:
+                medium = {"path": snapshot["path"], "step": snapshot["step"], "env_steps": snapshot["env_steps"], "score": score}
+                break
+    if medium is None:
+        best = max(snapshots, key=lambda s: s["score"])
+        raise DatasetError(
+            f"no SAC snapshot scores within the medium range {config.medium_range} (best {best['score']:.1f} at "
+            f"step {best['step']}); train longer with a larger --sac-steps"
+        )
+    final = snapshots[-1]
+    final_score = evaluate_snapshot(config, final, config.pick_episodes)
+    expert = None
+    if final_score >= config.expert_min_score:
+        expert = {"path": final["path"], "step": final["step"], "env_steps": final["env_steps"], "score": final_score}
+    picked = {"sac_steps": config.sac_steps, "medium": medium, "expert": expert, "final_score": final_score}
+    _atomic_write_text(picked_file, json.dumps(picked, indent=2))
+    return picked
+
+
+# ----------------------------------------------------------------------------- stage 3: datasets
+def rollout_policy(config: BuildConfig, snapshot: dict | None, steps: int, seed: int, progress: bool = True) -> dict[str, np.ndarray]:
+    """Record ``steps`` env steps of a snapshot's stochastic policy (uniform random when None)."""
+    from policylab.envs.rollout import record_steps
+
+    if snapshot is None:
+        return record_steps(config.env_id, steps, policy=None, seed=seed, progress=progress)
+    actor = snapshot_actor(snapshot)
+    generator = torch.Generator().manual_seed(seed)
+
+    def sample(obs: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return actor(torch.as_tensor(obs, dtype=torch.float32)[None], generator)[0][0].numpy()
+
+    return record_steps(config.env_id, steps, policy=sample, seed=seed, progress=progress)
+
+
+def _concatenate(first: dict[str, np.ndarray], second: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    keys = first.keys() & second.keys()
+    out = {k: np.concatenate([first[k], second[k]]) for k in keys}
+    # the first part's last episode ends where the second part starts
+    last = len(first["rewards"]) - 1
+    if not (out["terminals"][last] or out["timeouts"][last]):
+        out["timeouts"][last] = True
+    return out
+
+
+def dataset_statistics(arrays: dict[str, np.ndarray], env_id: str) -> dict:
+    """Transitions, episodes and return statistics (raw and normalized) of D4RL-layout arrays."""
+    returns = episode_returns(arrays["rewards"], arrays["terminals"], arrays["timeouts"])
+    refs = reference_scores(env_id)
+    scores = normalized_score(returns, *refs)
+    return {
+        "transitions": int(len(arrays["rewards"])),
+        "episodes": int(len(returns)),
+        "return_mean": float(returns.mean()),
+        "return_std": float(returns.std()),
+        "return_min": float(returns.min()),
+        "return_max": float(returns.max()),
+        "normalized_score_mean": float(scores.mean()),
+        "terminals": int(np.asarray(arrays["terminals"]).sum()),
+        "timeouts": int(np.asarray(arrays["timeouts"]).sum()),
+    }
+
+
+def make_dataset(config: BuildConfig, kind: str, last_ckpt: Path | None, picked: dict | None, progress: bool = True) -> dict[str, np.ndarray] | None:
+    """The arrays of one dataset kind, or None when its policy does not exist (no expert)."""
+    medium = picked and picked["medium"]
+    expert = picked and picked["expert"]
+    if kind == "random":
+        return rollout_policy(config, None, config.rollout_steps, seed=config.seed + 1, progress=progress)
+    if kind == "medium-replay":
+        steps = recorded_steps(last_ckpt)
+        n = int(medium["env_steps"])
+        arrays = {k: v[:n].copy() for k, v in steps.items()}
+        if not (arrays["terminals"][-1] or arrays["timeouts"][-1]):
+            arrays["timeouts"][-1] = True  # the buffer stops inside an episode
+        return arrays
+    if kind == "medium":
+        return rollout_policy(config, torch.load(medium["path"], weights_only=True), config.rollout_steps, seed=config.seed + 2, progress=progress)
+    if expert is None:
+        return None
+    if kind == "expert":
+        return rollout_policy(config, torch.load(expert["path"], weights_only=True), config.rollout_steps, seed=config.seed + 3, progress=progress)
+    if kind == "medium-expert":
+        medium_arrays, _ = read_d4rl_hdf5(config.dataset_path("medium"))
+        expert_arrays, _ = read_d4rl_hdf5(config.dataset_path("expert"))
+        return _concatenate(medium_arrays, expert_arrays)
+    raise ValueError(f"unknown dataset kind {kind!r}; known: {', '.join(KINDS)}")
+
+
+def build(config: BuildConfig, progress: bool = True, log=print) -> dict[str, dict]:
+    """Run every stage that is not done yet; returns the statistics of each dataset written."""
+    unknown = set(config.kinds) - set(KINDS)
+    if unknown:
+        raise ValueError(f"unknown dataset kinds {sorted(unknown)}; known: {', '.join(KINDS)}")
+    torch.set_num_threads(config.threads)
+    work = Path(config.work_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    _check_config(config)
+    # medium-expert reads medium and expert from disk: build those first
+    kinds = [k for k in KINDS if k in config.kinds or (k in ("medium", "expert") and "medium-expert" in config.kinds)]
+    needs_sac = not kinds or any(k != "random" for k in kinds)  # no kinds: only train SAC
+    last_ckpt = picked = None
+    if config.policies_from is not None:
+        if "medium-replay" in kinds:
+            raise ValueError("medium-replay is the SAC run's replay buffer: it cannot be regenerated from saved policies")
+        picked, needs_sac = bundle_policies(config), False
+    if needs_sac:
+        log(f"[train] SAC on {config.env_id} for {config.sac_steps} steps in {work / 'sac'}")
+        last_ckpt = train_sac(config, progress)
+    if needs_sac and kinds:
+        picked = pick_policies(config)
+        log(f"[pick] medium: step {picked['medium']['step']} (score {picked['medium']['score']:.1f}); "
+            + (f"expert: step {picked['expert']['step']} (score {picked['expert']['score']:.1f})" if picked["expert"]
+               else f"no expert (final score {picked['final_score']:.1f} < {config.expert_min_score})"))
+    written = {}
+    for kind in kinds:
+        path = config.dataset_path(kind)
+        if path.is_file():
+            arrays, _ = read_d4rl_hdf5(path)
+            log(f"[{kind}] {path} exists")
+        else:
+            arrays = make_dataset(config, kind, last_ckpt, picked, progress)
+            if arrays is None:
+                log(f"[{kind}] skipped: the SAC run did not reach expert level")
+                continue
+            attrs = _dataset_attrs(config, kind, picked)
+            write_d4rl_hdf5(path, arrays, attrs)
+            log(f"[{kind}] wrote {path}")
+        stats = dataset_statistics(arrays, config.env_id)
+        if config.minari:
+            _write_minari_once(config, kind, arrays)
+        written[kind] = stats
+        log(f"[{kind}] {stats['transitions']} transitions, {stats['episodes']} episodes, "
+            f"return {stats['return_mean']:.1f} +- {stats['return_std']:.1f}, normalized {stats['normalized_score_mean']:.1f}")
+    return written
+
+
+def bundle_policies(config: BuildConfig) -> dict:
+    """The medium and final policies of a bundle folder, as :func:`pick_policies` returns them."""
+    folder = Path(config.policies_from)
+    picked = {"medium": None, "expert": None}
+    for role, name in (("medium", "medium_policy.pt"), ("expert", "final_policy.pt")):
+        path = folder / name
+        if not path.is_file():
+            if role == "medium":
+                raise FileNotFoundError(f"no {name} in {folder}")
+            continue
+        snapshot = torch.load(path, map_location="cpu", weights_only=True)
+        if role == "expert" and snapshot["score"] < config.expert_min_score:
+            continue
+        picked[role] = {"path": str(path), "step": snapshot["step"], "env_steps": snapshot["env_steps"], "score": snapshot["score"]}
+    picked["final_score"] = picked["expert"]["score"] if picked["expert"] else float("nan")
+    return picked
+
+
+def export_bundle(config: BuildConfig, dest: str | os.PathLike, kinds: tuple[str, ...] = ("medium-replay",)) -> Path:
+    """Copy what policylab ships for a built family into ``dest``: the datasets of ``kinds``, the
+    medium and final policies (with their re-evaluated scores) and a card (``README.md``)."""
+    import shutil
+
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    picked = pick_policies(config)
+    snapshots = load_snapshots(config)
+    final = snapshots[-1]
+    roles = {"medium": (picked["medium"]["path"], picked["medium"]["score"]), "final": (final["path"], picked["final_score"])}
+    for role, (path, score) in roles.items():
+        snapshot = torch.load(path, map_location="cpu", weights_only=True)
+        snapshot["score"] = float(score)
+        torch.save(snapshot, dest / f"{role}_policy.pt")
+    stats = {}
+    for kind in kinds:
+        source = config.dataset_path(kind)
+        shutil.copyfile(source, dest / source.name)
+        arrays, _ = read_d4rl_hdf5(source)
+        stats[kind] = (source.name, dataset_statistics(arrays, config.env_id), (dest / source.name).stat().st_size)
+    (dest / "README.md").write_text(dataset_card(config, picked, roles, stats))
+    return dest
+
+
+def dataset_card(config: BuildConfig, picked: dict, roles: dict, stats: dict) -> str:
+    """The card of a bundle: how it was made and what it holds."""
+    ref_min, ref_max = reference_scores(config.env_id)
+    lines = [
+        f"# {config.family}: datasets and policies built by policylab's SAC",
+        "",
+        f"Made with `python -m policylab.datasets build {config.family} --seed {config.seed} --sac-steps {config.sac_steps}`"
+        f" (then `python -m policylab.datasets export {config.family}`), SAC on gymnasium `{config.env_id}`.",
+        f"Normalized scores use the D4RL {config.family} references: REF_MIN {ref_min}, REF_MAX {ref_max}"
+        " (`100 * (return - REF_MIN) / (REF_MAX - REF_MIN)`).",
+        "",
+        "## Policies",
+        "",
+        "| file | SAC step | env steps | normalized score (deterministic, "
+        f"{config.pick_episodes} episodes) |",
+        "|---|---|---|---|",
+    ]
+    for role, (path, score) in roles.items():
+        snapshot = torch.load(path, map_location="cpu", weights_only=True)
+        lines.append(f"| {role}_policy.pt | {snapshot['step']} | {snapshot['env_steps']} | {score:.1f} |")
+    lines += ["", "## Datasets", "",
+              "| file | transitions | episodes | return mean | std | min | max | normalized mean | size |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    for kind, (name, s, size) in stats.items():
+        lines.append(
+            f"| {name} | {s['transitions']} | {s['episodes']} | {s['return_mean']:.1f} | {s['return_std']:.1f} | "
+            f"{s['return_min']:.1f} | {s['return_max']:.1f} | {s['normalized_score_mean']:.1f} | {size / 2**20:.1f} MiB |"
+        )
+    lines += [
+        "",
+        f"`medium-replay` is every env step of the SAC run up to the medium policy (step {picked['medium']['step']}, "
+        f"{picked['medium']['env_steps']} env steps, the first {config.random_steps} with uniform random actions).",
+        "",
+        "Regenerate `random`, `medium`, `expert` and `medium-expert` from the policies here:",
+        "",
+        f"    python -m policylab.datasets build {config.family} --from-bundle --kinds random medium medium-expert",
+        "",
+        "Build everything from scratch (SAC run included):",
+        "",
+        f"    python -m policylab.datasets build {config.family} --seed {config.seed} --sac-steps {config.sac_steps}",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _dataset_attrs(config: BuildConfig, kind: str, picked: dict | None) -> dict:
+    ref_min, ref_max = reference_scores(config.env_id)
+    attrs = {"env_id": config.env_id, "kind": kind, "seed": config.seed, "ref_min_score": ref_min, "ref_max_score": ref_max,
+             "builder": "policylab.datasets build", "config": json.dumps(_config_dict(config))}
+    if picked:
+        for role in ("medium", "expert"):
+            if picked.get(role):
+                attrs[f"{role}_policy_step"] = picked[role]["step"]
+                attrs[f"{role}_policy_score"] = picked[role]["score"]
+    return attrs
+
+
+def _write_minari_once(config: BuildConfig, kind: str, arrays: dict[str, np.ndarray]) -> None:
+    from policylab.datamodules.minari_source import minari_root, write_minari
+
+    dataset_id = config.minari_id(kind)
+    if (Path(minari_root()) / dataset_id).is_dir():
+        return
+    ref_min, ref_max = reference_scores(config.env_id)
+    write_minari(dataset_id, arrays, config.env_id, ref_min_score=ref_min, ref_max_score=ref_max,
+                 description=f"{config.family} {kind}: built by policylab's SAC (seed {config.seed})")
+
+
+def _config_dict(config: BuildConfig) -> dict:
+    out = dict(config.__dict__)
+    out["medium_range"], out["kinds"] = list(config.medium_range), list(config.kinds)
+    return out
+
+
+_AFFECTS_TRAINING = ("family", "seed", "random_steps", "eval_every", "eval_episodes")
+
+
+def _check_config(config: BuildConfig) -> None:
+    """Refuse to resume a build whose SAC run was made with other settings."""
+    saved_file = Path(config.work_dir) / "build.json"
+    current = _config_dict(config)
+    if saved_file.is_file():
+        saved = json.loads(saved_file.read_text())
+        changed = [k for k in _AFFECTS_TRAINING if saved.get(k) != current[k]]
+        if changed:
+            raise DatasetError(
+                f"{config.work_dir} holds a build made with other settings ({', '.join(f'{k}: {saved.get(k)} -> {current[k]}' for k in changed)}); "
+                "use another --work-dir or the same settings"
+            )
+    _atomic_write_text(saved_file, json.dumps(current, indent=2))
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
