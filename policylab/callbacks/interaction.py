@@ -52,8 +52,10 @@ class EnvInteraction(Callback):
     """From training step ``start_step`` on, step the env ``env_steps_per_update`` times before
     every gradient step and append the transitions to the datamodule's buffer.
 
-    - Before the first of these, ``random_steps`` steps with uniform random actions fill the
-      buffer (SAC's warm-up); with ``start_step = 0`` they happen before the first batch is drawn.
+    - Before the first of these, the module's ``on_online_start()`` hook runs (a method may
+      change its regularization there) and ``random_steps`` steps with uniform random actions
+      fill the buffer (SAC's warm-up); with ``start_step = 0`` this happens before the first
+      batch is drawn.
     - Actions come from ``pl_module.exploration_action``: deterministic actors add Gaussian noise
       of ``exploration_noise * max_action``, stochastic actors sample.
     - Time limits are stored as timeouts, never as terminals, so bootstrapping continues.
@@ -125,8 +127,9 @@ class EnvInteraction(Callback):
         self._obs_mean = pl_module.obs_normalizer.mean.cpu().numpy()
         self._obs_std = pl_module.obs_normalizer.std.cpu().numpy()
         self._reset()
+        self._online = False
         if self.start_step == 0:
-            self._warm_up(trainer, pl_module)
+            self._begin_online(trainer, pl_module)
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self._env is not None:
@@ -159,14 +162,19 @@ class EnvInteraction(Callback):
             self._log_episode(trainer)
             self._reset()
 
-    def _warm_up(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    def _begin_online(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._online = True
+        hook = getattr(pl_module, "on_online_start", None)
+        if hook is not None:
+            hook()
         while self.env_steps < self.random_steps:
             self._step(trainer, pl_module, self._env.action_space.sample().astype(np.float32))
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
         if trainer.global_step < self.start_step:
             return
-        self._warm_up(trainer, pl_module)
+        if not self._online:
+            self._begin_online(trainer, pl_module)
         for _ in range(self.env_steps_per_update):
             normalized = ((self._obs - self._obs_mean) / self._obs_std).astype(np.float32)
             action = pl_module.explore(normalized[None], self.exploration_noise, self._generator)[0]

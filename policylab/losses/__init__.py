@@ -1,10 +1,19 @@
 """The math of each method as pure functions of tensors: no state, no I/O."""
 
+from policylab.losses.a2pr import a2pr_value_target, advantage_filtered_vae_loss, advantage_guided_bc_loss
+from policylab.losses.iql import awr_actor_loss, awr_weights, expectile_loss, iql_q_target
 from policylab.losses.sac import sac_actor_loss, sac_critic_target, sac_temperature_loss, squashed_gaussian_log_prob
 from policylab.losses.td3 import clipped_double_q_target, ensemble_mse_loss, smoothed_target_action
 from policylab.losses.td3bc import q_scale, td3bc_actor_loss
 
 __all__ = [
+    "awr_actor_loss",
+    "awr_weights",
+    "expectile_loss",
+    "iql_q_target",
+    "a2pr_value_target",
+    "advantage_filtered_vae_loss",
+    "advantage_guided_bc_loss",
     "clipped_double_q_target",
     "ensemble_mse_loss",
     "q_scale",

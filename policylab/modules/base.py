@@ -68,6 +68,11 @@ class RLModule(L.LightningModule):
         noise = torch.randn(action.shape, device=action.device, generator=generator) * (noise_std * bound)
         return (action + noise).clamp(-bound, bound)
 
+    def on_online_start(self) -> None:
+        """Called by :class:`~policylab.callbacks.EnvInteraction` when online collection begins
+        (and again when a run resumes in the online phase): the place for a method to change
+        its regularization for finetuning. The default changes nothing."""
+
     @torch.no_grad()
     def act(self, obs: np.ndarray) -> np.ndarray:
         """numpy in, numpy out: the evaluation policy on normalized observations."""

@@ -62,3 +62,38 @@ class TanhGaussianActor(nn.Module):
     def deterministic(self, obs: Tensor) -> Tensor:
         """The evaluation action ``max_action * tanh(mean(s))``."""
         return self.max_action * torch.tanh(self.mean_and_log_std(obs)[0])
+
+
+class GaussianActor(nn.Module):
+    """IQL's policy (as in CORL): ``N(max_action * tanh(MLP(s)), diag(exp(log_std))^2)`` with a
+    state-independent ``log_std`` parameter clamped to ``[log_std_min, log_std_max]``."""
+
+    def __init__(
+        self,
+        obs_dim: int,
+        action_dim: int,
+        max_action: float = 1.0,
+        hidden_dims: Sequence[int] = (256, 256),
+        log_std_min: float = -20.0,
+        log_std_max: float = 2.0,
+    ) -> None:
+        super().__init__()
+        self.max_action, self.log_std_min, self.log_std_max = float(max_action), log_std_min, log_std_max
+        self.net = mlp(obs_dim, action_dim, hidden_dims)
+        self.log_std = nn.Parameter(torch.zeros(action_dim))
+
+    def mean(self, obs: Tensor) -> Tensor:
+        return self.max_action * torch.tanh(self.net(obs))
+
+    def std(self) -> Tensor:
+        return self.log_std.clamp(self.log_std_min, self.log_std_max).exp()
+
+    def log_prob(self, obs: Tensor, action: Tensor) -> Tensor:
+        """``log pi(a | s)`` summed over action dimensions, ``[B]``."""
+        return torch.distributions.Normal(self.mean(obs), self.std()).log_prob(action).sum(-1)
+
+    def sample(self, obs: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """A sample clipped to the action box (online exploration)."""
+        mean = self.mean(obs)
+        noise = torch.randn(mean.shape, device=mean.device, dtype=mean.dtype, generator=generator)
+        return (mean + noise * self.std()).clamp(-self.max_action, self.max_action)

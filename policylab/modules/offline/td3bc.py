@@ -19,6 +19,17 @@ from policylab.modules.base import RLModule, adam, no_param_grads
 from policylab.nn import DeterministicActor, EnsembleCritic, frozen_copy, polyak_update
 
 
+@torch.no_grad()
+def td3_critic_target(module: RLModule, batch: TransitionBatch) -> tuple[Tensor, Tensor]:
+    """TD3's critic target for a module with ``actor_target``, ``critic_target``, ``max_action``
+    and the hyperparameters ``policy_noise``, ``noise_clip`` (in units of ``max_action``) and
+    ``discount``: returns (y, the smoothed next action a')."""
+    hp, bound = module.hparams, module.max_action
+    next_action = smoothed_target_action(module.actor_target(batch.next_obs), hp.policy_noise * bound, hp.noise_clip * bound, bound)
+    next_q = module.critic_target(batch.next_obs, next_action)
+    return clipped_double_q_target(batch.reward, batch.terminal, next_q, hp.discount), next_action
+
+
 class TD3BC(RLModule):
     """TD3+BC with the paper's defaults (alpha 2.5, lr 3e-4, tau 0.005, policy noise 0.2,
     noise clip 0.5, delayed actor updates every 2 steps, 256-256 MLPs)."""
@@ -56,12 +67,7 @@ class TD3BC(RLModule):
     # ----------------------------------------------------------------- losses
     def critic_loss(self, batch: TransitionBatch) -> tuple[Tensor, Tensor]:
         """Clipped double-Q TD loss on both critic heads; returns (loss, Q(s, a) of shape [2, B])."""
-        hp = self.hparams
-        with torch.no_grad():
-            next_action = smoothed_target_action(
-                self.actor_target(batch.next_obs), hp.policy_noise * self.max_action, hp.noise_clip * self.max_action, self.max_action
-            )
-            target = clipped_double_q_target(batch.reward, batch.terminal, self.critic_target(batch.next_obs, next_action), hp.discount)
+        target, _ = td3_critic_target(self, batch)
         q = self.critic(batch.obs, batch.action)
         return ensemble_mse_loss(q, target), q
 
