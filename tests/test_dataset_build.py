@@ -149,3 +149,16 @@ def test_interrupted_build_resumes_without_redoing_finished_parts(tmp_path):
     result = subprocess.run([*args, "--kinds", "medium-replay", "medium"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0 and "exists" in result.stdout
     assert (tmp_path / "out/hopper_medium-v5.hdf5").stat().st_mtime_ns == medium_at
+
+
+def test_a_minari_dataset_from_another_build_is_not_overwritten(tiny_build):
+    from policylab.datasets.build import _write_minari_once
+
+    config, _, root = tiny_build
+    arrays, _ = read_d4rl_hdf5(config.dataset_path("medium"))
+    shorter = {k: v[:500] for k, v in arrays.items()}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MINARI_DATASETS_PATH", str(root / "minari"))
+        with pytest.raises(DatasetError, match="holds 800 steps but the medium set has 500"):
+            _write_minari_once(config, "medium", shorter)
+        _write_minari_once(config, "medium", arrays)  # the same build: nothing to do

@@ -165,7 +165,7 @@ def pick_policies(config: BuildConfig) -> dict:
     picked_file = Path(config.work_dir) / "picked.json"
     if picked_file.is_file():
         picked = json.loads(picked_file.read_text())
-        if picked.get("sac_steps") == config.sac_steps:
+        if picked.get("sac_steps") == config.sac_steps and "final" in picked:
             return picked
     snapshots = load_snapshots(config)
     if not snapshots:
@@ -184,12 +184,11 @@ def pick_policies(config: BuildConfig) -> dict:
             f"no SAC snapshot scores within the medium range {config.medium_range} (best {best['score']:.1f} at "
             f"step {best['step']}); train longer with a larger --sac-steps"
         )
-    final = snapshots[-1]
+    final = [s for s in snapshots if s["step"] <= config.sac_steps][-1]
     final_score = evaluate_snapshot(config, final, config.pick_episodes)
-    expert = None
-    if final_score >= config.expert_min_score:
-        expert = {"path": final["path"], "step": final["step"], "env_steps": final["env_steps"], "score": final_score}
-    picked = {"sac_steps": config.sac_steps, "medium": medium, "expert": expert, "final_score": final_score}
+    final = {"path": final["path"], "step": final["step"], "env_steps": final["env_steps"], "score": final_score}
+    expert = final if final_score >= config.expert_min_score else None
+    picked = {"sac_steps": config.sac_steps, "medium": medium, "final": final, "expert": expert, "final_score": final_score}
     _atomic_write_text(picked_file, json.dumps(picked, indent=2))
     return picked
 
@@ -316,18 +315,15 @@ def build(config: BuildConfig, progress: bool = True, log=print) -> dict[str, di
 def bundle_policies(config: BuildConfig) -> dict:
     """The medium and final policies of a bundle folder, as :func:`pick_policies` returns them."""
     folder = Path(config.policies_from)
-    picked = {"medium": None, "expert": None}
-    for role, name in (("medium", "medium_policy.pt"), ("expert", "final_policy.pt")):
-        path = folder / name
+    picked = {}
+    for role in ("medium", "final"):
+        path = folder / f"{role}_policy.pt"
         if not path.is_file():
-            if role == "medium":
-                raise FileNotFoundError(f"no {name} in {folder}")
-            continue
+            raise FileNotFoundError(f"no {path.name} in {folder}")
         snapshot = torch.load(path, map_location="cpu", weights_only=True)
-        if role == "expert" and snapshot["score"] < config.expert_min_score:
-            continue
         picked[role] = {"path": str(path), "step": snapshot["step"], "env_steps": snapshot["env_steps"], "score": snapshot["score"]}
-    picked["final_score"] = picked["expert"]["score"] if picked["expert"] else float("nan")
+    picked["final_score"] = picked["final"]["score"]
+    picked["expert"] = picked["final"] if picked["final_score"] >= config.expert_min_score else None
     return picked
 
 
@@ -339,9 +335,7 @@ def export_bundle(config: BuildConfig, dest: str | os.PathLike, kinds: tuple[str
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     picked = pick_policies(config)
-    snapshots = load_snapshots(config)
-    final = snapshots[-1]
-    roles = {"medium": (picked["medium"]["path"], picked["medium"]["score"]), "final": (final["path"], picked["final_score"])}
+    roles = {role: (picked[role]["path"], picked[role]["score"]) for role in ("medium", "final")}
     for role, (path, score) in roles.items():
         snapshot = torch.load(path, map_location="cpu", weights_only=True)
         snapshot["score"] = float(score)
@@ -417,7 +411,16 @@ def _write_minari_once(config: BuildConfig, kind: str, arrays: dict[str, np.ndar
     from policylab.datamodules.minari_source import minari_root, write_minari
 
     dataset_id = config.minari_id(kind)
-    if (Path(minari_root()) / dataset_id).is_dir():
+    folder = Path(minari_root()) / dataset_id
+    if folder.is_dir():
+        import minari
+
+        steps = minari.load_dataset(dataset_id).total_steps
+        if steps != len(arrays["rewards"]):
+            raise DatasetError(
+                f"Minari dataset {dataset_id} at {folder} holds {steps} steps but the {kind} set has "
+                f"{len(arrays['rewards'])}: it comes from another build; move it away to write this one"
+            )
         return
     ref_min, ref_max = reference_scores(config.env_id)
     write_minari(dataset_id, arrays, config.env_id, ref_min_score=ref_min, ref_max_score=ref_max,
