@@ -71,7 +71,7 @@ def export_command(args: argparse.Namespace) -> None:
     config = BuildConfig(**saved)
     if args.sac_steps is not None:
         config.sac_steps = args.sac_steps
-    dest = export_bundle(config, args.to or bundle_dir(args.family))
+    dest = export_bundle(config, args.to or bundle_dir(args.family), note=args.note)
     print(f"exported to {dest}:\n" + (dest / "README.md").read_text())
 
 
@@ -106,6 +106,7 @@ def main(argv: list[str] | None = None) -> None:
     exp.add_argument("--work-dir", default=None)
     exp.add_argument("--out", default=default.out_dir)
     exp.add_argument("--to", default=None, help="destination (default: policylab/data/<family>)")
+    exp.add_argument("--note", default=None, help="a paragraph for the card (how the run went)")
     exp.add_argument("--sac-steps", type=int, default=None, help="the SAC step of the final policy (default: the build's)")
     rec = commands.add_parser("record", help="record a policy's steps in a D4RL-format hdf5 file")
     rec.add_argument("--env", required=True, help="gymnasium env id, e.g. Hopper-v5")

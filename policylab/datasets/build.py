@@ -327,7 +327,7 @@ def bundle_policies(config: BuildConfig) -> dict:
     return picked
 
 
-def export_bundle(config: BuildConfig, dest: str | os.PathLike, kinds: tuple[str, ...] = ("medium-replay",)) -> Path:
+def export_bundle(config: BuildConfig, dest: str | os.PathLike, kinds: tuple[str, ...] = ("medium-replay",), note: str | None = None) -> Path:
     """Copy what policylab ships for a built family into ``dest``: the datasets of ``kinds``, the
     medium and final policies (with their re-evaluated scores) and a card (``README.md``)."""
     import shutil
@@ -346,7 +346,10 @@ def export_bundle(config: BuildConfig, dest: str | os.PathLike, kinds: tuple[str
         shutil.copyfile(source, dest / source.name)
         arrays, _ = read_d4rl_hdf5(source)
         stats[kind] = (source.name, dataset_statistics(arrays, config.env_id), (dest / source.name).stat().st_size)
-    (dest / "README.md").write_text(dataset_card(config, picked, roles, stats))
+    card = dataset_card(config, picked, roles, stats)
+    if note:
+        card += f"\n## Notes\n\n{note}\n"
+    (dest / "README.md").write_text(card)
     return dest
 
 
