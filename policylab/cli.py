@@ -19,7 +19,7 @@ from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
-from policylab.callbacks import EnvEvaluation, StepProgressBar
+from policylab.callbacks import EnvEvaluation, RolloutVideo, StepProgressBar
 from policylab.datamodules.d4rl_format import DatasetError
 
 # Lightning warns that manual-optimization checkpoints hold post-step weights: that is what we want.
@@ -62,6 +62,7 @@ class PolicylabCLI(LightningCLI):
         parser.add_lightning_class_args(EnvEvaluation, "evaluation")
         parser.link_arguments("evaluation.every_n_steps", "checkpoint.every_n_train_steps")
         parser.add_lightning_class_args(StepProgressBar, "progress_bar")
+        parser.add_lightning_class_args(RolloutVideo, "video")
         for name in LINKED_FROM_DATA:
             parser.link_arguments(f"data.{name}", f"model.init_args.{name}", apply_on="instantiate")
 

@@ -2,10 +2,23 @@
 
 from __future__ import annotations
 
+import ctypes.util
 import difflib
+import os
 
 import gymnasium as gym
 import numpy as np
+
+
+def _default_mujoco_gl() -> None:
+    """Render offscreen with EGL on machines without a display (servers, CI), where MuJoCo's
+    default GLFW backend cannot open a window. Must run before ``mujoco`` is imported; an explicit
+    ``MUJOCO_GL`` is kept."""
+    if "MUJOCO_GL" not in os.environ and not os.environ.get("DISPLAY") and ctypes.util.find_library("EGL"):
+        os.environ["MUJOCO_GL"] = "egl"
+
+
+_default_mujoco_gl()
 
 # D4RL env family -> the gymnasium MuJoCo env policylab evaluates in.
 GYMNASIUM_ENV_OF_FAMILY = {"hopper": "Hopper-v5", "halfcheetah": "HalfCheetah-v5", "walker2d": "Walker2d-v5", "ant": "Ant-v5"}
