@@ -12,7 +12,8 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# POLICYLAB_TEST_THREADS=1 keeps the suite from oversubscribing cores that other jobs use
+torch.set_num_threads(int(os.environ.get("POLICYLAB_TEST_THREADS", max(1, min(2, os.cpu_count() or 1)))))
 
 
 @pytest.fixture(scope="session")
@@ -37,7 +38,7 @@ def run_cli(*args: str, cwd: Path, timeout: int = 300):
     """Run ``python cli.py ARGS`` from the repository in ``cwd``; returns the CompletedProcess."""
     import subprocess
 
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "2"}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": os.environ.get("POLICYLAB_TEST_THREADS", "2")}
     return subprocess.run(
         [sys.executable, str(ROOT / "cli.py"), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
     )

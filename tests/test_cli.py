@@ -31,9 +31,12 @@ def _ok(result):
 def tiny_overrides(config: Path) -> list[str]:
     """What makes a config small besides TINY: online methods collect little before learning."""
     text = config.read_text()
+    overrides = []
     if "EnvInteraction" in text:
-        return ["--trainer.callbacks.init_args.random_steps", "200", "--data.init_args.capacity", "5000"]
-    return []
+        overrides += ["--trainer.callbacks.init_args.random_steps", "200"]
+    if "ReplayBufferDataModule" in text:
+        overrides += ["--data.init_args.capacity", "5000"]
+    return overrides
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=[c.stem for c in CONFIGS])
