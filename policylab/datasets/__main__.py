@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> None:
     bld.add_argument("--out", default=default.out_dir, help="folder of the hdf5 files (default: data)")
     bld.add_argument("--work-dir", default=None, help="SAC run, snapshots and state (default: data/build/<family>)")
     bld.add_argument("--seed", type=int, default=default.seed)
-    bld.add_argument("--sac-steps", type=int, default=default.sac_steps, help="SAC env steps (= gradient steps)")
+    bld.add_argument("--sac-steps", type=int, default=default.sac_steps, help="SAC gradient steps (one env step each, after the random warm-up)")
     bld.add_argument("--random-steps", type=int, default=default.random_steps, help="uniform-random warm-up steps of SAC")
     bld.add_argument("--eval-every", type=int, default=default.eval_every, help="steps between evaluations and snapshots")
     bld.add_argument("--eval-episodes", type=int, default=default.eval_episodes)

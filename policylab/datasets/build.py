@@ -386,9 +386,11 @@ def dataset_card(config: BuildConfig, picked: dict, roles: dict, stats: dict) ->
         f"`medium-replay` is every env step of the SAC run up to the medium policy (step {picked['medium']['step']}, "
         f"{picked['medium']['env_steps']} env steps, the first {config.random_steps} with uniform random actions).",
         "",
-        "Regenerate `random`, `medium`, `expert` and `medium-expert` from the policies here:",
+        "Regenerate " + ("`random`, `medium`, `expert` and `medium-expert`" if picked.get("expert") else "`random` and `medium`")
+        + " from the policies here:",
         "",
-        f"    python -m policylab.datasets build {config.family} --from-bundle --kinds random medium medium-expert",
+        f"    python -m policylab.datasets build {config.family} --from-bundle --kinds random medium"
+        + (" medium-expert" if picked.get("expert") else ""),
         "",
         "Build everything from scratch (SAC run included):",
         "",
