@@ -47,7 +47,7 @@ def main() -> None:
     print("| runs | seeds | " + " | ".join(f"step {s}" for s in args.steps) + " |")
     print("|---|---|" + "---|" * len(args.steps))
     for label, pattern in zip(labels, args.patterns):
-        runs = [Path(p) for p in sorted(glob.glob(pattern))]
+        runs = [Path(p) for p in sorted(glob.glob(pattern)) if Path(p).is_dir()]
         per_run = [scores_of_run(r, args.tag) for r in runs]
         cells = []
         for step in args.steps:
