@@ -1,17 +1,19 @@
-"""Gradient steps per second of TD3+BC: policylab's module through ``Trainer.fit`` against a plain
-PyTorch loop of the same update, in one process, same data, batch size and thread count, alternating.
+"""Gradient steps per second of TD3+BC, A2PR, IQL and SAC: policylab's modules through
+``Trainer.fit`` against plain PyTorch loops of the same updates, in one process, same data, batch
+size and thread count, alternating rounds.
 
-    python benchmarks/offline_throughput.py [--steps 2000] [--rounds 3] [--threads 2] [--device cpu]
+    python benchmarks/offline_throughput.py [--methods td3bc a2pr iql sac] [--steps 2000] [--rounds 3] [--threads 2] [--device cpu]
 
-The plain loop is written the way single-file implementations (CORL's ``td3_bc.py``) write it:
-two separate critic networks with their own Adam, a replay buffer of device tensors indexed with
-numpy-drawn indices each step, and a Python loop of Polyak updates.
+The plain loops (``plain_references.py``) are written the way single-file implementations write
+them (CORL, the A2PR authors' code, CleanRL). Both sides train from the same Hopper-sized buffer
+(SAC's env interaction is left out of both: this measures the update). For each method the script
+also prints the matmul FLOPs of one update (counted with ``torch.utils.flop_counter`` on the
+plain loop) and the fraction of the machine's measured matmul rate that the update reaches.
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
 import statistics
 import tempfile
 import time
@@ -21,11 +23,11 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import torch
-import torch.nn.functional as F
-from torch import nn
+from plain_references import PLAIN
+from torch.utils.flop_counter import FlopCounterMode
 
 from policylab.datamodules import OfflineTransitionDataModule
-from policylab.modules.offline import TD3BC
+from policylab.modules import A2PR, IQL, SAC, TD3BC
 
 OBS_DIM, ACT_DIM, N = 11, 3, 200_000  # Hopper-sized
 
@@ -45,80 +47,42 @@ def make_dataset(folder: Path) -> Path:
     return path
 
 
-# ----------------------------------------------------------------------------- plain reference
-class Actor(nn.Module):
-    def __init__(self, state_dim, action_dim, max_action):
-        super().__init__()
-        self.net = nn.Sequential(nn.Linear(state_dim, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, action_dim), nn.Tanh())
-        self.max_action = max_action
-
-    def forward(self, state):
-        return self.max_action * self.net(state)
-
-
-class Critic(nn.Module):
-    def __init__(self, state_dim, action_dim):
-        super().__init__()
-        self.net = nn.Sequential(nn.Linear(state_dim + action_dim, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, 1))
-
-    def forward(self, state, action):
-        return self.net(torch.cat([state, action], 1))
-
-
-def soft_update(target, source, tau):
-    for target_param, source_param in zip(target.parameters(), source.parameters()):
-        target_param.data.copy_((1 - tau) * target_param.data + tau * source_param.data)
-
-
-class PlainTD3BC:
-    def __init__(self, data: dict[str, torch.Tensor], device, max_action=1.0, discount=0.99, tau=0.005, policy_noise=0.2, noise_clip=0.5, policy_freq=2, alpha=2.5):
-        self.data, self.device = data, device
-        self.actor = Actor(OBS_DIM, ACT_DIM, max_action).to(device)
-        self.actor_target = copy.deepcopy(self.actor)
-        self.actor_optimizer = torch.optim.Adam(self.actor.parameters(), lr=3e-4)
-        self.critic_1, self.critic_2 = Critic(OBS_DIM, ACT_DIM).to(device), Critic(OBS_DIM, ACT_DIM).to(device)
-        self.critic_1_target, self.critic_2_target = copy.deepcopy(self.critic_1), copy.deepcopy(self.critic_2)
-        self.critic_1_optimizer = torch.optim.Adam(self.critic_1.parameters(), lr=3e-4)
-        self.critic_2_optimizer = torch.optim.Adam(self.critic_2.parameters(), lr=3e-4)
-        self.max_action, self.discount, self.tau = max_action, discount, tau
-        self.policy_noise, self.noise_clip, self.policy_freq, self.alpha = policy_noise * max_action, noise_clip * max_action, policy_freq, alpha
-        self.total_it = 0
-
-    def sample(self, batch_size=256):
-        indices = np.random.randint(0, len(self.data["obs"]), size=batch_size)
-        return [self.data[k][indices] for k in ("obs", "action", "reward", "next_obs", "terminal")]
-
-    def train_step(self):
-        self.total_it += 1
-        state, action, reward, next_state, done = self.sample()
-        reward, done = reward.unsqueeze(1), done.unsqueeze(1)
-        with torch.no_grad():
-            noise = (torch.randn_like(action) * self.policy_noise).clamp(-self.noise_clip, self.noise_clip)
-            next_action = (self.actor_target(next_state) + noise).clamp(-self.max_action, self.max_action)
-            target_q = torch.min(self.critic_1_target(next_state, next_action), self.critic_2_target(next_state, next_action))
-            target_q = reward + (1 - done) * self.discount * target_q
-        current_q1, current_q2 = self.critic_1(state, action), self.critic_2(state, action)
-        critic_loss = F.mse_loss(current_q1, target_q) + F.mse_loss(current_q2, target_q)
-        self.critic_1_optimizer.zero_grad()
-        self.critic_2_optimizer.zero_grad()
-        critic_loss.backward()
-        self.critic_1_optimizer.step()
-        self.critic_2_optimizer.step()
-        if self.total_it % self.policy_freq == 0:
-            pi = self.actor(state)
-            q = self.critic_1(state, pi)
-            lmbda = self.alpha / q.abs().mean().detach()
-            actor_loss = -lmbda * q.mean() + F.mse_loss(pi, action)
-            self.actor_optimizer.zero_grad()
-            actor_loss.backward()
-            self.actor_optimizer.step()
-            soft_update(self.critic_1_target, self.critic_1, self.tau)
-            soft_update(self.critic_2_target, self.critic_2, self.tau)
-            soft_update(self.actor_target, self.actor, self.tau)
-
-
 # ----------------------------------------------------------------------------- timing
-def time_plain(agent: PlainTD3BC, steps: int, device) -> float:
+POLICYLAB = {
+    "td3bc": lambda: TD3BC(OBS_DIM, ACT_DIM, 1.0),
+    "a2pr": lambda: A2PR(OBS_DIM, ACT_DIM, 1.0, mask=0.4, discount=0.995),
+    "iql": lambda: IQL(OBS_DIM, ACT_DIM, 1.0),
+    "sac": lambda: SAC(OBS_DIM, ACT_DIM, 1.0),
+}
+
+
+def matmul_rate(device, seconds: float = 1.0) -> float:
+    """Best FLOP/s of float32 matmuls shaped like these networks' layers (batch 256)."""
+    best = 0.0
+    for m, k, n in ((256, 256, 256), (256, 256, 512), (256, 750, 750), (512, 256, 256)):
+        a, b = torch.randn(m, k, device=device), torch.randn(k, n, device=device)
+        for _ in range(10):
+            a @ b
+        count, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds / 4:
+            for _ in range(20):
+                a @ b
+            count += 20
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        best = max(best, 2 * m * k * n * count / (time.perf_counter() - start))
+    return best
+
+
+def update_flops(agent) -> float:
+    """Matmul FLOPs of one update, averaged over two steps (delayed actor updates)."""
+    with FlopCounterMode(display=False) as counter:
+        agent.train_step()
+        agent.train_step()
+    return counter.get_total_flops() / 2
+
+
+def time_plain(agent, steps: int, device) -> float:
     start = time.perf_counter()
     for _ in range(steps):
         agent.train_step()
@@ -127,7 +91,7 @@ def time_plain(agent: PlainTD3BC, steps: int, device) -> float:
     return steps / (time.perf_counter() - start)
 
 
-def time_policylab(dm: OfflineTransitionDataModule, model: TD3BC, steps: int, device) -> float:
+def time_policylab(dm: OfflineTransitionDataModule, model: L.LightningModule, steps: int, device) -> float:
     trainer = L.Trainer(
         accelerator=device.type, devices=1, max_steps=steps, logger=False, enable_checkpointing=False,
         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
@@ -141,6 +105,7 @@ def time_policylab(dm: OfflineTransitionDataModule, model: TD3BC, steps: int, de
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--methods", nargs="+", default=list(PLAIN), choices=list(PLAIN))
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
@@ -154,20 +119,27 @@ def main() -> None:
         dm = OfflineTransitionDataModule(str(make_dataset(Path(folder))), batch_size=256)
         dm.load()  # outside the timed region
     data = {k: v.to(device) for k, v in dm.buffer.all()._asdict().items()}
-    plain = PlainTD3BC(data, device)
-    model = TD3BC(OBS_DIM, ACT_DIM, 1.0)
-    # warm-up both (allocator, first-call overheads); the policylab warm-up also restores nothing later
-    time_plain(plain, 200, device)
-    time_policylab(dm, model, 200, device)
-    plain_rates, lab_rates = [], []
-    for r in range(args.rounds):
-        plain_rates.append(time_plain(plain, args.steps, device))
-        lab_rates.append(time_policylab(dm, model, args.steps, device))
-        print(f"round {r}: plain {plain_rates[-1]:.1f} steps/s   policylab {lab_rates[-1]:.1f} steps/s", flush=True)
-    p, q = statistics.median(plain_rates), statistics.median(lab_rates)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu, {args.threads} threads"
-    print(f"TD3+BC batch 256, {args.steps} steps x {args.rounds} rounds on {name}, torch {torch.__version__}")
-    print(f"plain PyTorch: {p:.1f} steps/s | policylab Trainer.fit: {q:.1f} steps/s | policylab/plain = {q / p:.3f}")
+    rate = matmul_rate(device)
+    print(f"{name}, torch {torch.__version__}: best float32 matmul rate {rate / 1e9:.1f} GFLOP/s", flush=True)
+    for method in args.methods:
+        plain = PLAIN[method](data, OBS_DIM, ACT_DIM, device)
+        model = POLICYLAB[method]()
+        flops = update_flops(plain)
+        # warm-up both (allocator, first-call overheads)
+        time_plain(plain, 100, device)
+        time_policylab(dm, model, 100, device)
+        plain_rates, lab_rates = [], []
+        for r in range(args.rounds):
+            plain_rates.append(time_plain(plain, args.steps, device))
+            lab_rates.append(time_policylab(dm, model, args.steps, device))
+            print(f"{method} round {r}: plain {plain_rates[-1]:.1f} steps/s   policylab {lab_rates[-1]:.1f} steps/s", flush=True)
+        p, q = statistics.median(plain_rates), statistics.median(lab_rates)
+        print(
+            f"{method}: {flops / 1e9:.2f} GFLOP/update | plain {p:.1f} steps/s ({flops * p / rate:.0%} of matmul rate) | "
+            f"policylab {q:.1f} steps/s ({flops * q / rate:.0%}) | policylab/plain = {q / p:.3f}",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":
