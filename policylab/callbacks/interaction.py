@@ -141,7 +141,7 @@ class EnvInteraction(Callback):
         self._obs, _ = self._env.reset(seed=self.seed + 7919 * self._rank + self.episodes)
         self._episode_return, self._episode_length = 0.0, 0
 
-    def _step(self, trainer: L.Trainer, pl_module: L.LightningModule, action: np.ndarray) -> None:
+    def _step(self, trainer: L.Trainer, action: np.ndarray) -> None:
         env, obs = self._env, self._obs
         if self.recording is not None and self._mujoco_data is not None:
             qpos, qvel = self._mujoco_data.qpos.copy(), self._mujoco_data.qvel.copy()
@@ -168,7 +168,7 @@ class EnvInteraction(Callback):
         if hook is not None:
             hook()
         while self.env_steps < self.random_steps:
-            self._step(trainer, pl_module, self._env.action_space.sample().astype(np.float32))
+            self._step(trainer, self._env.action_space.sample().astype(np.float32))
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
         if trainer.global_step < self.start_step:
@@ -178,7 +178,7 @@ class EnvInteraction(Callback):
         for _ in range(self.env_steps_per_update):
             normalized = ((self._obs - self._obs_mean) / self._obs_std).astype(np.float32)
             action = pl_module.explore(normalized[None], self.exploration_noise, self._generator)[0]
-            self._step(trainer, pl_module, action.astype(np.float32))
+            self._step(trainer, action.astype(np.float32))
 
     def _log_episode(self, trainer: L.Trainer) -> None:
         metrics = {
