@@ -41,18 +41,31 @@ class RLModule(L.LightningModule):
       method, not optimizer calls. Further optimizers step through :meth:`step_uncounted`.
     - :meth:`policy_action` maps normalized observations to the deterministic evaluation action;
       :meth:`exploration_action` to the action taken when collecting data online.
+    - ``compile=True`` wraps the methods named in ``compiled_losses`` in ``torch.compile`` (with
+      ``compile_mode``) when training starts; the numbers stay those of the eager module.
     """
 
-    def __init__(self, obs_dim: int) -> None:
+    #: the loss methods ``compile=True`` wraps in ``torch.compile`` (each subclass names its own)
+    compiled_losses: tuple[str, ...] = ()
+
+    def __init__(self, obs_dim: int, compile: bool = False, compile_mode: str | None = None) -> None:
         super().__init__()
         self.automatic_optimization = False
         self.obs_normalizer = ObservationNormalizer(obs_dim)
+        self.compile_losses, self.compile_mode, self._compiled = compile, compile_mode, False
 
     def setup(self, stage: str) -> None:
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         stats = getattr(datamodule, "observation_statistics", None)
         if stats is not None:
             self.obs_normalizer.set_statistics(*stats)
+        if self.compile_losses and not self._compiled:
+            # Compiled forward and backward of each loss; the optimizer steps stay eager. On a CPU
+            # these updates are matmul-bound and compiling does not pay (benchmarks/RESULTS.md);
+            # on a GPU, compile_mode="reduce-overhead" adds CUDA graphs.
+            for name in self.compiled_losses:
+                setattr(self, name, torch.compile(getattr(self, name), mode=self.compile_mode))
+            self._compiled = True
 
     # ----------------------------------------------------------------- acting
     def policy_action(self, obs: Tensor) -> Tensor:

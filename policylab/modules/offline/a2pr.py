@@ -34,6 +34,8 @@ class A2PR(RLModule):
     the actor and the target networks.
     """
 
+    compiled_losses = ("critic_loss", "value_loss", "actor_loss")
+
     def __init__(
         self,
         obs_dim: int,
@@ -56,8 +58,10 @@ class A2PR(RLModule):
         vae_hidden_dims: Sequence[int] = (750, 750),
         online_alpha: float | None = None,
         online_mask: float | None = None,
+        compile: bool = False,
+        compile_mode: str | None = None,
     ) -> None:
-        super().__init__(obs_dim)
+        super().__init__(obs_dim, compile, compile_mode)
         self.save_hyperparameters()
         self.max_action = float(max_action)
         self.alpha, self.mask = alpha, mask  # the values in force (the online phase may change them)

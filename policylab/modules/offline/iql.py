@@ -29,6 +29,8 @@ class IQL(RLModule):
     One training step: value (the counted step), critics with the target-critic update, actor.
     """
 
+    compiled_losses = ("value_loss", "critic_loss", "actor_loss")
+
     def __init__(
         self,
         obs_dim: int,
@@ -44,8 +46,10 @@ class IQL(RLModule):
         value_lr: float = 3e-4,
         actor_lr_decay_steps: int | None = 1_000_000,
         hidden_dims: Sequence[int] = (256, 256),
+        compile: bool = False,
+        compile_mode: str | None = None,
     ) -> None:
-        super().__init__(obs_dim)
+        super().__init__(obs_dim, compile, compile_mode)
         if not 0.0 < expectile < 1.0:
             raise ValueError(f"expectile must lie in (0, 1), got {expectile}")
         self.save_hyperparameters()

@@ -34,6 +34,8 @@ class TD3BC(RLModule):
     """TD3+BC with the paper's defaults (alpha 2.5, lr 3e-4, tau 0.005, policy noise 0.2,
     noise clip 0.5, delayed actor updates every 2 steps, 256-256 MLPs)."""
 
+    compiled_losses = ("critic_loss", "actor_loss")
+
     def __init__(
         self,
         obs_dim: int,
@@ -48,8 +50,10 @@ class TD3BC(RLModule):
         actor_lr: float = 3e-4,
         critic_lr: float = 3e-4,
         hidden_dims: Sequence[int] = (256, 256),
+        compile: bool = False,
+        compile_mode: str | None = None,
     ) -> None:
-        super().__init__(obs_dim)
+        super().__init__(obs_dim, compile, compile_mode)
         self.save_hyperparameters()
         self.max_action = float(max_action)
         self.actor = DeterministicActor(obs_dim, action_dim, max_action, hidden_dims)

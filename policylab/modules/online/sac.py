@@ -31,6 +31,8 @@ class SAC(RLModule):
     temperature, then the target critics. Evaluation uses the mean action ``tanh(mean(s))``.
     """
 
+    compiled_losses = ("critic_loss", "actor_loss")
+
     def __init__(
         self,
         obs_dim: int,
@@ -47,8 +49,10 @@ class SAC(RLModule):
         hidden_dims: Sequence[int] = (256, 256),
         log_std_min: float = -20.0,
         log_std_max: float = 2.0,
+        compile: bool = False,
+        compile_mode: str | None = None,
     ) -> None:
-        super().__init__(obs_dim)
+        super().__init__(obs_dim, compile, compile_mode)
         if initial_alpha <= 0:
             raise ValueError(f"initial_alpha must be positive, got {initial_alpha}")
         self.save_hyperparameters()

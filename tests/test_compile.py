@@ -1,0 +1,43 @@
+"""compile=True changes the speed of an update, never its numbers."""
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+from lightning.pytorch.callbacks import Callback
+
+from policylab.datamodules import OfflineTransitionDataModule
+from policylab.modules import TD3BC
+
+
+class _Losses(Callback):
+    def __init__(self):
+        self.values = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        metrics = trainer.callback_metrics
+        self.values.append((float(metrics["train/critic_loss"]), float(metrics.get("train/actor_loss", float("nan")))))
+
+
+def _losses(path, compile: bool) -> np.ndarray:
+    L.seed_everything(0)
+    dm = OfflineTransitionDataModule(str(path), batch_size=64, seed=0)
+    model = TD3BC(dm.obs_dim, dm.action_dim, dm.max_action, hidden_dims=(32, 32), compile=compile)
+    record = _Losses()
+    L.Trainer(max_steps=100, log_every_n_steps=1, logger=False, enable_checkpointing=False, callbacks=[record],
+              enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0).fit(model, dm)
+    if compile:  # the losses really ran compiled
+        assert model._compiled and torch._dynamo.utils.counters["stats"]["unique_graphs"] > 0
+    return np.array(record.values)
+
+
+@pytest.mark.timeout(600)
+def test_compiled_and_eager_td3bc_give_the_same_losses_for_100_steps(hopper_hdf5):
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    with torch._inductor.config.patch(fallback_random=True):  # the same random stream as eager
+        compiled = _losses(hopper_hdf5, compile=True)
+    eager = _losses(hopper_hdf5, compile=False)
+    assert compiled.shape == eager.shape == (100, 2)
+    np.testing.assert_allclose(compiled[:, 0], eager[:, 0], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(compiled[1::2, 1], eager[1::2, 1], rtol=1e-4, atol=1e-5)
