@@ -49,10 +49,10 @@ def make_dataset(folder: Path) -> Path:
 
 # ----------------------------------------------------------------------------- timing
 POLICYLAB = {
-    "td3bc": lambda: TD3BC(OBS_DIM, ACT_DIM, 1.0),
-    "a2pr": lambda: A2PR(OBS_DIM, ACT_DIM, 1.0, mask=0.4, discount=0.995),
-    "iql": lambda: IQL(OBS_DIM, ACT_DIM, 1.0),
-    "sac": lambda: SAC(OBS_DIM, ACT_DIM, 1.0),
+    "td3bc": lambda **kw: TD3BC(OBS_DIM, ACT_DIM, 1.0, **kw),
+    "a2pr": lambda **kw: A2PR(OBS_DIM, ACT_DIM, 1.0, mask=0.4, discount=0.995, **kw),
+    "iql": lambda **kw: IQL(OBS_DIM, ACT_DIM, 1.0, **kw),
+    "sac": lambda **kw: SAC(OBS_DIM, ACT_DIM, 1.0, **kw),
 }
 
 
@@ -110,6 +110,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--compile", action="store_true", help="policylab modules with compile=True")
+    parser.add_argument("--compile-mode", default=None, help="e.g. reduce-overhead (CUDA graphs) on a GPU")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     torch.set_num_threads(args.threads)
@@ -124,9 +126,9 @@ def main() -> None:
     print(f"{name}, torch {torch.__version__}: best float32 matmul rate {rate / 1e9:.1f} GFLOP/s", flush=True)
     for method in args.methods:
         plain = PLAIN[method](data, OBS_DIM, ACT_DIM, device)
-        model = POLICYLAB[method]()
+        model = POLICYLAB[method](compile=args.compile, compile_mode=args.compile_mode)
         flops = update_flops(plain)
-        # warm-up both (allocator, first-call overheads)
+        # warm-up both (allocator, first-call overheads, compilation)
         time_plain(plain, 100, device)
         time_policylab(dm, model, 100, device)
         plain_rates, lab_rates = [], []
