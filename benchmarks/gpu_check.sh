@@ -11,12 +11,12 @@ fi
 export PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
 python3 -c "import torch, lightning; print('torch', torch.__version__, 'lightning', lightning.__version__)"
-python3 -m policylab.datasets record --env Hopper-v5 --steps 20000 --seed 0 --out /tmp/h.hdf5 --overwrite 2>&1 | tail -1
-common=(--config configs/td3bc_hopper.yaml --data.init_args.dataset /tmp/h.hdf5 --trainer.accelerator gpu --trainer.devices 1
+common=(--config configs/td3bc_hopper.yaml --trainer.accelerator gpu --trainer.devices 1
         --evaluation.every_n_steps 1000 --evaluation.n_episodes 5 --trainer.log_every_n_steps 100 --trainer.enable_progress_bar false)
 python3 cli.py fit "${common[@]}" --trainer.max_steps 2000 2>&1 | grep -v -i -E "tip|warn" | tail -3
 python3 cli.py fit "${common[@]}" --trainer.max_steps 3000 --ckpt_path last 2>&1 | tail -2
 python3 -c "import torch; c=torch.load('runs/td3bc_hopper/version_0/checkpoints/last.ckpt', weights_only=True, map_location='cpu'); print('resumed to global_step', c['global_step'])"
 python3 cli.py fit "${common[@]}" --trainer.max_steps 1000 --trainer.precision bf16-mixed --trainer.logger.init_args.name bf16 2>&1 | tail -2
 python3 cli.py validate "${common[@]}" --ckpt_path last 2>&1 | grep -E "eval/|val/" || true
-python3 benchmarks/offline_throughput.py --device cuda --steps 2000 --rounds 3 2>&1 | grep -E "round|plain"
+(cd benchmarks && python3 offline_throughput.py --device cuda --steps 2000 --rounds 3 2>&1 | grep -E "GFLOP|round|plain")
+(cd benchmarks && python3 offline_throughput.py --device cuda --steps 2000 --rounds 3 --methods td3bc a2pr --compile --compile-mode reduce-overhead 2>&1 | grep -E "GFLOP|round|plain")
