@@ -160,6 +160,11 @@ def evaluate_snapshot(config: BuildConfig, snapshot: dict, episodes: int) -> flo
     return float(np.mean(normalized_score(returns, *reference_scores(config.env_id))))
 
 
+def _picked(snapshot: dict, path: str | os.PathLike, score: float) -> dict:
+    """The entry :func:`pick_policies` keeps for a chosen snapshot."""
+    return {"path": str(path), "step": snapshot["step"], "env_steps": snapshot["env_steps"], "score": float(score)}
+
+
 def pick_policies(config: BuildConfig) -> dict:
     """Choose the medium and expert snapshots; the choice is saved in ``<work_dir>/picked.json``."""
     picked_file = Path(config.work_dir) / "picked.json"
@@ -176,7 +181,7 @@ def pick_policies(config: BuildConfig) -> dict:
         if low <= snapshot["score"] <= high:
             score = evaluate_snapshot(config, snapshot, config.pick_episodes)
             if low <= score <= high:
-                medium = {"path": snapshot["path"], "step": snapshot["step"], "env_steps": snapshot["env_steps"], "score": score}
+                medium = _picked(snapshot, snapshot["path"], score)
                 break
     if medium is None:
         best = max(snapshots, key=lambda s: s["score"])
@@ -184,9 +189,9 @@ def pick_policies(config: BuildConfig) -> dict:
             f"no SAC snapshot scores within the medium range {config.medium_range} (best {best['score']:.1f} at "
             f"step {best['step']}); train longer with a larger --sac-steps"
         )
-    final = [s for s in snapshots if s["step"] <= config.sac_steps][-1]
-    final_score = evaluate_snapshot(config, final, config.pick_episodes)
-    final = {"path": final["path"], "step": final["step"], "env_steps": final["env_steps"], "score": final_score}
+    last = [s for s in snapshots if s["step"] <= config.sac_steps][-1]
+    final_score = evaluate_snapshot(config, last, config.pick_episodes)
+    final = _picked(last, last["path"], final_score)
     expert = final if final_score >= config.expert_min_score else None
     picked = {"sac_steps": config.sac_steps, "medium": medium, "final": final, "expert": expert, "final_score": final_score}
     _atomic_write_text(picked_file, json.dumps(picked, indent=2))
@@ -321,7 +326,7 @@ def bundle_policies(config: BuildConfig) -> dict:
         if not path.is_file():
             raise FileNotFoundError(f"no {path.name} in {folder}")
         snapshot = torch.load(path, map_location="cpu", weights_only=True)
-        picked[role] = {"path": str(path), "step": snapshot["step"], "env_steps": snapshot["env_steps"], "score": snapshot["score"]}
+        picked[role] = _picked(snapshot, path, snapshot["score"])
     picked["final_score"] = picked["final"]["score"]
     picked["expert"] = picked["final"] if picked["final_score"] >= config.expert_min_score else None
     return picked
@@ -335,10 +340,9 @@ def export_bundle(config: BuildConfig, dest: str | os.PathLike, kinds: tuple[str
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     picked = pick_policies(config)
-    roles = {role: (picked[role]["path"], picked[role]["score"]) for role in ("medium", "final")}
-    for role, (path, score) in roles.items():
-        snapshot = torch.load(path, map_location="cpu", weights_only=True)
-        snapshot["score"] = float(score)
+    for role in ("medium", "final"):
+        snapshot = torch.load(picked[role]["path"], map_location="cpu", weights_only=True)
+        snapshot["score"] = picked[role]["score"]
         torch.save(snapshot, dest / f"{role}_policy.pt")
     stats = {}
     for kind in kinds:
@@ -346,14 +350,14 @@ def export_bundle(config: BuildConfig, dest: str | os.PathLike, kinds: tuple[str
         shutil.copyfile(source, dest / source.name)
         arrays, _ = read_d4rl_hdf5(source)
         stats[kind] = (source.name, dataset_statistics(arrays, config.env_id), (dest / source.name).stat().st_size)
-    card = dataset_card(config, picked, roles, stats)
+    card = dataset_card(config, picked, stats)
     if note:
         card += f"\n## Notes\n\n{note}\n"
     (dest / "README.md").write_text(card)
     return dest
 
 
-def dataset_card(config: BuildConfig, picked: dict, roles: dict, stats: dict) -> str:
+def dataset_card(config: BuildConfig, picked: dict, stats: dict) -> str:
     """The card of a bundle: how it was made and what it holds."""
     ref_min, ref_max = reference_scores(config.env_id)
     lines = [
@@ -370,9 +374,9 @@ def dataset_card(config: BuildConfig, picked: dict, roles: dict, stats: dict) ->
         f"{config.pick_episodes} episodes) |",
         "|---|---|---|---|",
     ]
-    for role, (path, score) in roles.items():
-        snapshot = torch.load(path, map_location="cpu", weights_only=True)
-        lines.append(f"| {role}_policy.pt | {snapshot['step']} | {snapshot['env_steps']} | {score:.1f} |")
+    for role in ("medium", "final"):
+        entry = picked[role]
+        lines.append(f"| {role}_policy.pt | {entry['step']} | {entry['env_steps']} | {entry['score']:.1f} |")
     lines += ["", "## Datasets", "",
               "| file | transitions | episodes | return mean | std | min | max | normalized mean | size |",
               "|---|---|---|---|---|---|---|---|---|"]
