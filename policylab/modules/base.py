@@ -67,6 +67,11 @@ class RLModule(L.LightningModule):
                 setattr(self, name, torch.compile(getattr(self, name), mode=self.compile_mode))
             self._compiled = True
 
+    def on_train_batch_start(self, batch, batch_idx: int) -> None:
+        if self._compiled and "reduce-overhead" in (self.compile_mode or ""):
+            # CUDA graphs: outputs of the last step's graph replays may be overwritten from here on.
+            torch.compiler.cudagraph_mark_step_begin()
+
     # ----------------------------------------------------------------- acting
     def policy_action(self, obs: Tensor) -> Tensor:
         """Deterministic action for a batch of normalized observations."""
