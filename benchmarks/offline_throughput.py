@@ -3,6 +3,7 @@
 size and thread count, alternating rounds.
 
     python benchmarks/offline_throughput.py [--methods td3bc a2pr iql sac] [--steps 2000] [--rounds 3] [--threads 2] [--device cpu]
+    python benchmarks/offline_throughput.py --device cuda --cuda-graph --methods td3bc a2pr sac
 
 The plain loops (``plain_references.py``) are written the way single-file implementations write
 them (CORL, the A2PR authors' code, CleanRL). Both sides train from the same Hopper-sized buffer
@@ -131,6 +132,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--compile", action="store_true", help="policylab modules with compile=True")
     parser.add_argument("--compile-mode", default=None, help="e.g. reduce-overhead (CUDA graphs) on a GPU")
+    parser.add_argument("--cuda-graph", action="store_true", help="policylab modules with cuda_graph=True (whole update as CUDA graphs)")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     torch.set_num_threads(args.threads)
@@ -145,7 +147,7 @@ def main() -> None:
     print(f"{name}, torch {torch.__version__}: best float32 matmul rate {rate / 1e9:.1f} GFLOP/s", flush=True)
     for method in args.methods:
         plain = PLAIN[method](data, OBS_DIM, ACT_DIM, device)
-        model = POLICYLAB[method](compile=args.compile, compile_mode=args.compile_mode)
+        model = POLICYLAB[method](compile=args.compile, compile_mode=args.compile_mode, cuda_graph=args.cuda_graph)
         flops = update_flops(plain)
         # warm-up both (allocator, first-call overheads, compilation)
         time_plain(plain, 100, device)

@@ -1,4 +1,4 @@
-"""compile=True changes the speed of an update, never its numbers."""
+"""compile=True and cuda_graph=True change the speed of an update, never its numbers."""
 
 import lightning as L
 import numpy as np
@@ -7,7 +7,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from policylab.datamodules import OfflineTransitionDataModule
-from policylab.modules import TD3BC
+from policylab.modules import A2PR, TD3BC
 
 
 class _Losses(Callback):
@@ -19,13 +19,14 @@ class _Losses(Callback):
         self.values.append((float(metrics["train/critic_loss"]), float(metrics.get("train/actor_loss", float("nan")))))
 
 
-def _losses(path, compile: bool) -> np.ndarray:
+def _losses(path, compile: bool = False, method=TD3BC, accelerator: str = "cpu", **kwargs) -> np.ndarray:
     L.seed_everything(0)
     dm = OfflineTransitionDataModule(str(path), batch_size=64, seed=0)
-    model = TD3BC(dm.obs_dim, dm.action_dim, dm.max_action, hidden_dims=(32, 32), compile=compile)
+    model = method(dm.obs_dim, dm.action_dim, dm.max_action, compile=compile, **kwargs)
     record = _Losses()
     L.Trainer(max_steps=100, log_every_n_steps=1, logger=False, enable_checkpointing=False, callbacks=[record],
-              enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0).fit(model, dm)
+              accelerator=accelerator, devices=1, enable_progress_bar=False, enable_model_summary=False,
+              limit_val_batches=0).fit(model, dm)
     if compile:  # the losses really ran compiled
         assert model._compiled and torch._dynamo.utils.counters["stats"]["unique_graphs"] > 0
     return np.array(record.values)
@@ -41,3 +42,25 @@ def test_compiled_and_eager_td3bc_give_the_same_losses_for_100_steps(hopper_hdf5
     assert compiled.shape == eager.shape == (100, 2)
     np.testing.assert_allclose(compiled[:, 0], eager[:, 0], rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(compiled[1::2, 1], eager[1::2, 1], rtol=1e-4, atol=1e-5)
+
+
+SMALL = {TD3BC: {"hidden_dims": (32, 32)}, A2PR: {"actor_hidden_dims": (32, 32), "critic_hidden_dims": (32, 32), "vae_hidden_dims": (32, 32)}}
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA device")
+@pytest.mark.parametrize("method", [TD3BC, A2PR])
+def test_cuda_graph_and_eager_give_the_same_losses_for_100_steps(hopper_hdf5, method):
+    graphed = _losses(hopper_hdf5, method=method, accelerator="gpu", cuda_graph=True, **SMALL[method])
+    eager = _losses(hopper_hdf5, method=method, accelerator="gpu", **SMALL[method])
+    assert graphed.shape == eager.shape == (100, 2)
+    np.testing.assert_allclose(graphed[:, 0], eager[:, 0], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(graphed[1::2, 1], eager[1::2, 1], rtol=1e-4, atol=1e-5)
+
+
+def test_cuda_graph_is_ignored_on_a_cpu(hopper_hdf5):
+    np.testing.assert_array_equal(_losses(hopper_hdf5, cuda_graph=True), _losses(hopper_hdf5))
+
+
+def test_compile_and_cuda_graph_together_are_refused():
+    with pytest.raises(ValueError, match="compile=True and cuda_graph=True"):
+        TD3BC(11, 3, compile=True, cuda_graph=True)

@@ -41,18 +41,32 @@ class RLModule(L.LightningModule):
       method, not optimizer calls. Further optimizers step through :meth:`step_uncounted`.
     - :meth:`policy_action` maps normalized observations to the deterministic evaluation action;
       :meth:`exploration_action` to the action taken when collecting data online.
+    - A subclass implements :meth:`update` (one gradient step of every network, returning the
+      metrics to log) and, for delayed actor updates, :meth:`actor_update_due`; the shared
+      ``training_step`` logs the metrics every ``log_every_n_steps`` and steps LR schedules.
     - ``compile=True`` wraps the methods named in ``compiled_losses`` in ``torch.compile`` (with
       ``compile_mode``) when training starts; the numbers stay those of the eager module.
+    - ``cuda_graph=True`` records the whole update (forwards, backwards, optimizer and target
+      steps) as CUDA graphs on a single CUDA device and replays them: one launch per step
+      instead of hundreds. Ignored on a CPU.
     """
 
     #: the loss methods ``compile=True`` wraps in ``torch.compile`` (each subclass names its own)
     compiled_losses: tuple[str, ...] = ()
 
-    def __init__(self, obs_dim: int, compile: bool = False, compile_mode: str | None = None) -> None:
+    #: eager steps before the first CUDA graph is recorded (optimizer state, cuBLAS workspaces)
+    cuda_graph_warmup_steps: int = 3
+
+    def __init__(self, obs_dim: int, compile: bool = False, compile_mode: str | None = None, cuda_graph: bool = False) -> None:
         super().__init__()
+        if compile and cuda_graph:
+            raise ValueError("choose one of compile=True and cuda_graph=True (for CUDA graphs with torch.compile use compile_mode='reduce-overhead')")
         self.automatic_optimization = False
         self.obs_normalizer = ObservationNormalizer(obs_dim)
         self.compile_losses, self.compile_mode, self._compiled = compile, compile_mode, False
+        self.cuda_graph = cuda_graph
+        self._graphs: dict[tuple[bool, bool], tuple[torch.cuda.CUDAGraph, tuple, dict]] = {}
+        self._graph_warmup_left = self.cuda_graph_warmup_steps
 
     def setup(self, stage: str) -> None:
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
@@ -67,10 +81,87 @@ class RLModule(L.LightningModule):
                 setattr(self, name, torch.compile(getattr(self, name), mode=self.compile_mode))
             self._compiled = True
 
+        if self.cuda_graph and self._trainer is not None and self.trainer.world_size > 1:
+            raise ValueError(f"cuda_graph=True needs a single device; this run uses {self.trainer.world_size} processes")
+
     def on_train_batch_start(self, batch, batch_idx: int) -> None:
         if self._compiled and "reduce-overhead" in (self.compile_mode or ""):
             # CUDA graphs: outputs of the last step's graph replays may be overwritten from here on.
             torch.compiler.cudagraph_mark_step_begin()
+
+    # ----------------------------------------------------------------- the training step
+    def update(self, batch, update_actor: bool, log: bool) -> dict[str, Tensor]:
+        """One gradient step of every network on ``batch``: exactly one :meth:`step_counted`, the
+        other optimizers through :meth:`step_uncounted`, target updates. Returns the metrics to
+        log when ``log`` is true (tensors; an empty dict otherwise). Device work only: no
+        ``.item()``, no ``self.log``, and the control flow may depend on ``update_actor`` and
+        ``log`` alone (a CUDA graph is recorded per combination)."""
+        raise NotImplementedError
+
+    def actor_update_due(self, step: int) -> bool:
+        """Whether the step ``step`` (the global step before it) updates the actor and the target
+        networks; methods with delayed actor updates override this."""
+        return True
+
+    def training_step(self, batch, batch_idx: int) -> None:
+        step, log = self.global_step, self.should_log()
+        update_actor = self.actor_update_due(step)
+        if self.cuda_graph and self.device.type == "cuda":
+            metrics = self._graphed_update(batch, update_actor, log)
+        else:
+            metrics = self.update(batch, update_actor, log)
+        schedules = self.lr_schedulers()
+        for schedule in schedules if isinstance(schedules, list) else [schedules] if schedules is not None else []:
+            schedule.step()
+        if log and metrics:
+            self.check_finite(**metrics)
+            self.log_dict(metrics)
+
+    def reset_cuda_graphs(self) -> None:
+        """Forget the recorded graphs: they hold Python numbers of the update (``alpha``, masks)
+        and the optimizers of one ``fit`` as constants, so a change of those must be followed by
+        this (each ``fit`` and the online phase do it)."""
+        self._graphs.clear()
+
+    def on_fit_start(self) -> None:
+        self.reset_cuda_graphs()
+        self._graph_warmup_left = self.cuda_graph_warmup_steps
+
+    def _graphed_update(self, batch, update_actor: bool, log: bool) -> dict[str, Tensor]:
+        """:meth:`update` as replays of recorded CUDA graphs, one per (update_actor, log); the
+        batch is copied into the graph's input tensors. The first steps run eagerly on a side
+        stream, as CUDA graph recording requires."""
+        if self.lr_schedulers() is not None:
+            raise ValueError(f"{type(self).__name__}: cuda_graph=True does not support learning-rate schedules (they would be frozen in the graph)")
+        if self._graph_warmup_left > 0:
+            self._graph_warmup_left -= 1
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                metrics = self.update(batch, update_actor, log)
+            torch.cuda.current_stream().wait_stream(side)
+            return metrics
+        key = (update_actor, log)
+        if key not in self._graphs:
+            for optimizer in self.trainer.optimizers:  # fused Adam keeps its step count on the device
+                for group in optimizer.param_groups:
+                    group["capturable"] = True
+            inputs = tuple(t.clone() for t in batch)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):  # records without running; Lightning counts the step here
+                metrics = self.update(type(batch)(*inputs), update_actor, log)
+            graph.replay()
+            self._graphs[key] = (graph, inputs, metrics)
+            return metrics
+        graph, inputs, metrics = self._graphs[key]
+        for target, source in zip(inputs, batch):
+            target.copy_(source, non_blocking=True)
+        graph.replay()
+        # The replayed counted optimizer step bypassed Lightning: count it as LightningOptimizer.step does.
+        progress = self.trainer.fit_loop.epoch_loop.manual_optimization.optim_step_progress
+        progress.increment_ready()
+        progress.increment_completed()
+        return metrics
 
     # ----------------------------------------------------------------- acting
     def policy_action(self, obs: Tensor) -> Tensor:
@@ -126,9 +217,12 @@ class RLModule(L.LightningModule):
         self.manual_backward(loss)
         self.trainer.strategy.optimizer_step(raw, closure=_no_closure, model=self)
 
-    def check_finite(self, **values: Tensor) -> None:
-        """Stop with the offending name and step when a loss is NaN or inf (costs one sync; call
+    def check_finite(self, **values: Tensor | float) -> None:
+        """Stop with the offending name and step when a metric is NaN or inf (costs one sync; call
         only on logging steps)."""
+        values = {name: torch.as_tensor(value) for name, value in values.items()}
+        if torch.isfinite(torch.cat([v.detach().float().reshape(-1) for v in values.values()])).all():
+            return
         for name, value in values.items():
             if not torch.isfinite(value).all():
                 raise FloatingPointError(

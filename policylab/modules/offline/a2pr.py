@@ -60,8 +60,9 @@ class A2PR(RLModule):
         online_mask: float | None = None,
         compile: bool = False,
         compile_mode: str | None = None,
+        cuda_graph: bool = False,
     ) -> None:
-        super().__init__(obs_dim, compile, compile_mode)
+        super().__init__(obs_dim, compile, compile_mode, cuda_graph)
         self.save_hyperparameters()
         self.max_action = float(max_action)
         self.alpha, self.mask = alpha, mask  # the values in force (the online phase may change them)
@@ -78,6 +79,7 @@ class A2PR(RLModule):
         hp = self.hparams
         self.alpha = hp.alpha if hp.online_alpha is None else hp.online_alpha
         self.mask = hp.mask if hp.online_mask is None else hp.online_mask
+        self.reset_cuda_graphs()  # recorded graphs hold the old alpha and mask as constants
 
     def configure_optimizers(self):
         hp = self.hparams
@@ -121,11 +123,13 @@ class A2PR(RLModule):
         return -lam * q_pi.mean() + bc, lam, bc, (q_recon >= q_data).float().mean()
 
     # ----------------------------------------------------------------- steps
-    def training_step(self, batch: TransitionBatch, batch_idx: int) -> None:
+    def actor_update_due(self, step: int) -> bool:
+        return (step + 1) % self.hparams.policy_freq == 0
+
+    def update(self, batch: TransitionBatch, update_actor: bool, log: bool) -> dict[str, Tensor]:
+        """Critics (the counted step), value, VAE; every ``policy_freq`` steps the actor and targets."""
         critic_opt, value_opt, vae_opt, actor_opt = self.optimizers()
         hp = self.hparams
-        step = self.global_step
-        log = self.should_log()
 
         critic_loss, q, critic_target, next_action = self.critic_loss(batch)
         self.step_counted(critic_opt, critic_loss)
@@ -140,28 +144,26 @@ class A2PR(RLModule):
         vae_loss, recon_loss, kl = advantage_filtered_vae_loss(recon, batch.action, mean, std, q_data, value, hp.vae_weight)
         self.step_uncounted(vae_opt, vae_loss)
 
-        if (step + 1) % hp.policy_freq == 0:
+        metrics = {}
+        if log:
+            metrics = {
+                "train/critic_loss": critic_loss,
+                "train/value_loss": value_loss,
+                "train/vae_loss": vae_loss,
+                "train/vae_recon_loss": recon_loss,
+                "train/vae_kl": kl,
+                "train/q_mean": q.detach().mean(),
+                "train/value_mean": value.mean(),
+                "train/positive_advantage": (q_data > value).float().mean(),
+            }
+        if update_actor:
             actor_loss, lam, bc, recon_share = self.actor_loss(batch, q_data, value)
             self.step_uncounted(actor_opt, actor_loss)
             polyak_update(self.critic_target, self.critic, hp.tau)
             polyak_update(self.actor_target, self.actor, hp.tau)
             if log:
-                self.check_finite(actor_loss=actor_loss)
-                self.log_dict({"train/actor_loss": actor_loss, "train/lambda": lam, "train/bc_loss": bc, "train/vae_target_share": recon_share})
-        if log:
-            self.check_finite(critic_loss=critic_loss, value_loss=value_loss, vae_loss=vae_loss)
-            self.log_dict(
-                {
-                    "train/critic_loss": critic_loss,
-                    "train/value_loss": value_loss,
-                    "train/vae_loss": vae_loss,
-                    "train/vae_recon_loss": recon_loss,
-                    "train/vae_kl": kl,
-                    "train/q_mean": q.detach().mean(),
-                    "train/value_mean": value.mean(),
-                    "train/positive_advantage": (q_data > value).float().mean(),
-                }
-            )
+                metrics.update({"train/actor_loss": actor_loss, "train/lambda": lam, "train/bc_loss": bc, "train/vae_target_share": recon_share})
+        return metrics
 
     def _diagnostics(self, batch: TransitionBatch, prefix: str) -> None:
         critic_loss, q, _, _ = self.critic_loss(batch)

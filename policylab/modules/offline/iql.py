@@ -48,8 +48,9 @@ class IQL(RLModule):
         hidden_dims: Sequence[int] = (256, 256),
         compile: bool = False,
         compile_mode: str | None = None,
+        cuda_graph: bool = False,
     ) -> None:
-        super().__init__(obs_dim, compile, compile_mode)
+        super().__init__(obs_dim, compile, compile_mode, cuda_graph)
         if not 0.0 < expectile < 1.0:
             raise ValueError(f"expectile must lie in (0, 1), got {expectile}")
         self.save_hyperparameters()
@@ -94,9 +95,9 @@ class IQL(RLModule):
         return awr_actor_loss(log_prob, advantage, self.hparams.beta, self.hparams.max_weight)
 
     # ----------------------------------------------------------------- steps
-    def training_step(self, batch: TransitionBatch, batch_idx: int) -> None:
+    def update(self, batch: TransitionBatch, update_actor: bool, log: bool) -> dict[str, Tensor]:
+        """Value (the counted step) on the target critic, critic on V(s') + Polyak, then AWR actor."""
         value_opt, critic_opt, actor_opt = self.optimizers()
-        log = self.should_log()
         with torch.no_grad():
             next_value = self.value(batch.next_obs).squeeze(-1)  # V(s') before this step's update
 
@@ -109,22 +110,16 @@ class IQL(RLModule):
 
         actor_loss = self.actor_loss(batch, advantage)
         self.step_uncounted(actor_opt, actor_loss)
-        schedule = self.lr_schedulers()
-        if schedule is not None:
-            schedule.step()
-
-        if log:
-            self.check_finite(value_loss=value_loss, critic_loss=critic_loss, actor_loss=actor_loss)
-            self.log_dict(
-                {
-                    "train/value_loss": value_loss,
-                    "train/critic_loss": critic_loss,
-                    "train/actor_loss": actor_loss,
-                    "train/q_mean": q.detach().mean(),
-                    "train/advantage_mean": advantage.mean(),
-                    "train/actor_std": self.actor.std().detach().mean(),
-                }
-            )
+        if not log:
+            return {}
+        return {
+            "train/value_loss": value_loss,
+            "train/critic_loss": critic_loss,
+            "train/actor_loss": actor_loss,
+            "train/q_mean": q.detach().mean(),
+            "train/advantage_mean": advantage.mean(),
+            "train/actor_std": self.actor.std().detach().mean(),
+        }
 
     def _diagnostics(self, batch: TransitionBatch, prefix: str) -> None:
         next_value = self.value(batch.next_obs).squeeze(-1)

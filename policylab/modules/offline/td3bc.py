@@ -52,8 +52,9 @@ class TD3BC(RLModule):
         hidden_dims: Sequence[int] = (256, 256),
         compile: bool = False,
         compile_mode: str | None = None,
+        cuda_graph: bool = False,
     ) -> None:
-        super().__init__(obs_dim, compile, compile_mode)
+        super().__init__(obs_dim, compile, compile_mode, cuda_graph)
         self.save_hyperparameters()
         self.max_action = float(max_action)
         self.actor = DeterministicActor(obs_dim, action_dim, max_action, hidden_dims)
@@ -84,25 +85,23 @@ class TD3BC(RLModule):
         return loss, lam, (pi.detach() - batch.action).pow(2).mean()
 
     # ----------------------------------------------------------------- steps
-    def training_step(self, batch: TransitionBatch, batch_idx: int) -> None:
-        critic_opt, actor_opt = self.optimizers()
-        step = self.global_step
-        log = self.should_log()
+    def actor_update_due(self, step: int) -> bool:
+        return (step + 1) % self.hparams.policy_freq == 0
 
+    def update(self, batch: TransitionBatch, update_actor: bool, log: bool) -> dict[str, Tensor]:
+        """Critic step (the counted one); every ``policy_freq`` steps the actor and the targets."""
+        critic_opt, actor_opt = self.optimizers()
         critic_loss, q = self.critic_loss(batch)
         self.step_counted(critic_opt, critic_loss)
-
-        if (step + 1) % self.hparams.policy_freq == 0:
+        metrics = {"train/critic_loss": critic_loss, "train/q_mean": q.detach().mean()} if log else {}
+        if update_actor:
             actor_loss, lam, bc_mse = self.actor_loss(batch)
             self.step_uncounted(actor_opt, actor_loss)
             polyak_update(self.critic_target, self.critic, self.hparams.tau)
             polyak_update(self.actor_target, self.actor, self.hparams.tau)
             if log:
-                self.check_finite(actor_loss=actor_loss)
-                self.log_dict({"train/actor_loss": actor_loss, "train/lambda": lam, "train/bc_mse": bc_mse})
-        if log:
-            self.check_finite(critic_loss=critic_loss)
-            self.log_dict({"train/critic_loss": critic_loss, "train/q_mean": q.detach().mean()})
+                metrics.update({"train/actor_loss": actor_loss, "train/lambda": lam, "train/bc_mse": bc_mse})
+        return metrics
 
     def _diagnostics(self, batch: TransitionBatch, prefix: str) -> None:
         critic_loss, q = self.critic_loss(batch)

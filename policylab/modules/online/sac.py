@@ -51,8 +51,9 @@ class SAC(RLModule):
         log_std_max: float = 2.0,
         compile: bool = False,
         compile_mode: str | None = None,
+        cuda_graph: bool = False,
     ) -> None:
-        super().__init__(obs_dim, compile, compile_mode)
+        super().__init__(obs_dim, compile, compile_mode, cuda_graph)
         if initial_alpha <= 0:
             raise ValueError(f"initial_alpha must be positive, got {initial_alpha}")
         self.save_hyperparameters()
@@ -99,10 +100,10 @@ class SAC(RLModule):
         return sac_actor_loss(q_pi, log_prob, alpha), log_prob
 
     # ----------------------------------------------------------------- steps
-    def training_step(self, batch: TransitionBatch, batch_idx: int) -> None:
+    def update(self, batch: TransitionBatch, update_actor: bool, log: bool) -> dict[str, Tensor]:
+        """Critic (the counted step), actor, temperature, then the Polyak update of the critic."""
         optimizers = self.optimizers()
         critic_opt, actor_opt = optimizers[0], optimizers[1]
-        log = self.should_log()
         alpha = self.alpha
 
         critic_loss, q = self.critic_loss(batch, alpha)
@@ -116,18 +117,15 @@ class SAC(RLModule):
             self.step_uncounted(optimizers[2], alpha_loss)
 
         polyak_update(self.critic_target, self.critic, self.hparams.tau)
-
-        if log:
-            self.check_finite(critic_loss=critic_loss, actor_loss=actor_loss)
-            self.log_dict(
-                {
-                    "train/critic_loss": critic_loss,
-                    "train/actor_loss": actor_loss,
-                    "train/q_mean": q.detach().mean(),
-                    "train/entropy": -log_prob.detach().mean(),
-                    "train/alpha": alpha,
-                }
-            )
+        if not log:
+            return {}
+        return {
+            "train/critic_loss": critic_loss,
+            "train/actor_loss": actor_loss,
+            "train/q_mean": q.detach().mean(),
+            "train/entropy": -log_prob.detach().mean(),
+            "train/alpha": alpha,
+        }
 
     def _diagnostics(self, batch: TransitionBatch, prefix: str) -> None:
         critic_loss, q = self.critic_loss(batch, self.alpha)
