@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # One short GPU check, run on a lent GPU machine from the repository root (what it printed is in
 # benchmarks/RESULTS.md):
-#   1. the throughput benchmark on CUDA: TD3+BC and A2PR compiled with CUDA graphs (compile_mode
-#      reduce-overhead), then all four methods eager;
+#   1. the throughput benchmark on CUDA: TD3+BC and A2PR compiled (compile_mode reduce-overhead),
+#      then with the whole update as CUDA graphs (cuda_graph=True), then all four methods eager;
 #   2. the CLI on CUDA: TD3+BC in fp32 and bf16-mixed; A2PR offline -> online for a few steps.
 # Packages the GPU image lacks travel as wheels in .whl/ (gymnasium, mujoco, jsonargparse, ...).
 # Every part runs under its own time limit and a failing part does not stop the others.
@@ -24,6 +24,7 @@ python3 -c "import torch, lightning, gymnasium, mujoco; print('torch', torch.__v
 
 cd benchmarks
 part 180 python3 offline_throughput.py --device cuda --steps 600 --rounds 3 --methods td3bc a2pr --compile --compile-mode reduce-overhead 2>&1 | tee -a "$DETAIL" | grep -E "GFLOP|round|steps/s|Error|error"
+part 90 python3 offline_throughput.py --device cuda --steps 600 --rounds 3 --methods td3bc a2pr --cuda-graph 2>&1 | tee -a "$DETAIL" | grep -E "GFLOP|round|steps/s|Error|error"
 part 100 python3 offline_throughput.py --device cuda --steps 600 --rounds 3 2>&1 | tee -a "$DETAIL" | grep -E "GFLOP|round|steps/s|Error|error"
 cd ..
 
