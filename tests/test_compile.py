@@ -64,3 +64,13 @@ def test_cuda_graph_is_ignored_on_a_cpu(hopper_hdf5):
 def test_compile_and_cuda_graph_together_are_refused():
     with pytest.raises(ValueError, match="compile=True and cuda_graph=True"):
         TD3BC(11, 3, compile=True, cuda_graph=True)
+
+
+def test_cuda_graph_falls_back_to_eager_in_mixed_precision_with_a_warning(hopper_hdf5):
+    dm = OfflineTransitionDataModule(str(hopper_hdf5), batch_size=32, seed=0)
+    model = TD3BC(dm.obs_dim, dm.action_dim, dm.max_action, hidden_dims=(16, 16), cuda_graph=True)
+    trainer = L.Trainer(max_steps=3, precision="bf16-mixed", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0)
+    with pytest.warns(UserWarning, match="runs eagerly"):
+        trainer.fit(model, dm)
+    assert trainer.global_step == 3 and not model._use_cuda_graphs

@@ -2,25 +2,49 @@
 
 from policylab.losses.a2pr import a2pr_value_target, advantage_filtered_vae_loss, advantage_guided_bc_loss
 from policylab.losses.iql import awr_actor_loss, awr_weights, expectile_loss, iql_q_target
+from policylab.losses.preference import (
+    bco_pair_loss,
+    dpo_loss,
+    hinge_loss,
+    ipo_loss,
+    log_ratios,
+    nca_loss,
+    robust_dpo_loss,
+    rpo_loss,
+    semantic_weight,
+    simpo_loss,
+    sppo_loss,
+)
 from policylab.losses.sac import sac_actor_loss, sac_critic_target, sac_temperature_loss, squashed_gaussian_log_prob
 from policylab.losses.td3 import clipped_double_q_target, ensemble_mse_loss, smoothed_target_action
 from policylab.losses.td3bc import q_scale, td3bc_actor_loss
 
 __all__ = [
-    "awr_actor_loss",
-    "awr_weights",
-    "expectile_loss",
-    "iql_q_target",
     "a2pr_value_target",
     "advantage_filtered_vae_loss",
     "advantage_guided_bc_loss",
+    "awr_actor_loss",
+    "awr_weights",
+    "bco_pair_loss",
     "clipped_double_q_target",
+    "dpo_loss",
     "ensemble_mse_loss",
+    "expectile_loss",
+    "hinge_loss",
+    "ipo_loss",
+    "iql_q_target",
+    "log_ratios",
+    "nca_loss",
     "q_scale",
+    "robust_dpo_loss",
+    "rpo_loss",
     "sac_actor_loss",
     "sac_critic_target",
     "sac_temperature_loss",
+    "semantic_weight",
+    "simpo_loss",
     "smoothed_target_action",
+    "sppo_loss",
     "squashed_gaussian_log_prob",
     "td3bc_actor_loss",
 ]

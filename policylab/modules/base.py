@@ -7,6 +7,7 @@ import warnings
 from collections.abc import Iterator
 
 import lightning as L
+from lightning.pytorch.utilities import rank_zero_warn
 import numpy as np
 import torch
 from torch import Tensor, nn
@@ -64,7 +65,7 @@ class RLModule(L.LightningModule):
         self.automatic_optimization = False
         self.obs_normalizer = ObservationNormalizer(obs_dim)
         self.compile_losses, self.compile_mode, self._compiled = compile, compile_mode, False
-        self.cuda_graph = cuda_graph
+        self.cuda_graph = self._use_cuda_graphs = cuda_graph
         self._graphs: dict[tuple[bool, bool], tuple[torch.cuda.CUDAGraph, tuple, dict]] = {}
         self._graph_warmup_left = self.cuda_graph_warmup_steps
 
@@ -81,8 +82,15 @@ class RLModule(L.LightningModule):
                 setattr(self, name, torch.compile(getattr(self, name), mode=self.compile_mode))
             self._compiled = True
 
-        if self.cuda_graph and self._trainer is not None and self.trainer.world_size > 1:
-            raise ValueError(f"cuda_graph=True needs a single device; this run uses {self.trainer.world_size} processes")
+        self._use_cuda_graphs = self.cuda_graph
+        if self.cuda_graph and self._trainer is not None:
+            precision = str(self.trainer.precision)
+            if self.trainer.world_size > 1 or precision not in ("32-true", "32"):
+                rank_zero_warn(
+                    f"cuda_graph=True records the update on one device in float32; this run has "
+                    f"{self.trainer.world_size} processes and precision {precision}, so the update runs eagerly"
+                )
+                self._use_cuda_graphs = False
 
     def on_train_batch_start(self, batch, batch_idx: int) -> None:
         if self._compiled and "reduce-overhead" in (self.compile_mode or ""):
@@ -106,7 +114,7 @@ class RLModule(L.LightningModule):
     def training_step(self, batch, batch_idx: int) -> None:
         step, log = self.global_step, self.should_log()
         update_actor = self.actor_update_due(step)
-        if self.cuda_graph and self.device.type == "cuda":
+        if self._use_cuda_graphs and self.device.type == "cuda":
             metrics = self._graphed_update(batch, update_actor, log)
         else:
             metrics = self.update(batch, update_actor, log)
