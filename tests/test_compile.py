@@ -74,3 +74,27 @@ def test_cuda_graph_falls_back_to_eager_in_mixed_precision_with_a_warning(hopper
     with pytest.warns(UserWarning, match="runs eagerly"):
         trainer.fit(model, dm)
     assert trainer.global_step == 3 and not model._use_cuda_graphs
+
+
+class _WatchesBackward(_Losses):
+    """Overrides a backward hook, which sends every step through Lightning's wrappers."""
+
+    def on_after_backward(self, trainer, pl_module):
+        pass
+
+
+@pytest.mark.parametrize("method", [TD3BC, A2PR])
+def test_direct_steps_give_the_numbers_of_lightnings_wrapped_steps(hopper_hdf5, method):
+    def run(record):
+        L.seed_everything(0)
+        dm = OfflineTransitionDataModule(str(hopper_hdf5), batch_size=64, seed=0)
+        model = method(dm.obs_dim, dm.action_dim, dm.max_action, **SMALL[method])
+        trainer = L.Trainer(max_steps=60, log_every_n_steps=1, logger=False, enable_checkpointing=False, callbacks=[record],
+                            enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0)
+        trainer.fit(model, dm)
+        return model._direct_steps, trainer.global_step, np.array(record.values)
+
+    direct, steps, direct_losses = run(_Losses())
+    wrapped, wrapped_steps, wrapped_losses = run(_WatchesBackward())
+    assert direct and not wrapped and steps == wrapped_steps == 60
+    np.testing.assert_array_equal(direct_losses, wrapped_losses)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from collections.abc import Sequence
 
 import torch
@@ -89,8 +91,12 @@ class GaussianActor(nn.Module):
         return self.log_std.clamp(self.log_std_min, self.log_std_max).exp()
 
     def log_prob(self, obs: Tensor, action: Tensor) -> Tensor:
-        """``log pi(a | s)`` summed over action dimensions, ``[B]``."""
-        return torch.distributions.Normal(self.mean(obs), self.std()).log_prob(action).sum(-1)
+        """``log pi(a | s)`` summed over action dimensions, ``[B]``: the diagonal Gaussian
+        density in closed form (``torch.distributions`` would validate its arguments with a
+        host-device sync on every call)."""
+        log_std = self.log_std.clamp(self.log_std_min, self.log_std_max)
+        z = (action - self.mean(obs)) * torch.exp(-log_std)
+        return (-0.5 * z.pow(2) - log_std).sum(-1) - 0.5 * math.log(2 * math.pi) * action.shape[-1]
 
     def sample(self, obs: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """A sample clipped to the action box (online exploration)."""
