@@ -7,6 +7,8 @@ PY := $(VENV)/bin/python
 # Elsewhere, e.g.: make TORCH_SPEC="torch --index-url https://download.pytorch.org/whl/cpu"
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.policylab-installed
+# The tests also cover the language-model code, so they install its extras (transformers, ...).
+TEST_STAMP := $(VENV)/.policylab-test-installed
 
 .PHONY: install run test dataset clean-venv
 
@@ -26,15 +28,19 @@ $(STAMP): pyproject.toml | $(PY)
 
 install: $(STAMP)
 
+$(TEST_STAMP): $(STAMP)
+	$(PY) -m pip install -e ".[dev,lm]"
+	touch $(TEST_STAMP)
+
 # The main job trains on the Hopper medium-replay set shipped in policylab/data/hopper: no download.
 run: $(STAMP)
-	$(PY) cli.py fit --config configs/td3bc_hopper.yaml
+	$(PY) cli.py fit --config configs/a2pr_hopper.yaml
 
 # Regenerate the random and medium Hopper sets (1M steps each, D4RL's size) from the shipped policies.
 dataset: $(STAMP)
 	$(PY) -m policylab.datasets build hopper --from-bundle --kinds random medium
 
-test: $(STAMP)
+test: $(TEST_STAMP)
 	$(PY) -m pytest
 
 clean-venv:
