@@ -1,7 +1,9 @@
-"""LightningDataModules: offline transitions (D4RL hdf5, Minari, npz) and the online replay buffer."""
+"""LightningDataModules: offline transitions (D4RL hdf5, Minari, npz), the online replay buffer,
+and preference pairs for language models."""
 
 from policylab.datamodules.d4rl_format import DatasetError, read_d4rl_hdf5, read_npz, write_d4rl_hdf5
 from policylab.datamodules.offline import OfflineTransitionDataModule
+from policylab.datamodules.preference import PreferenceDataError, PreferenceDataModule
 from policylab.datamodules.replay import ReplayBufferDataModule
 from policylab.datamodules.transition_base import TransitionDataModule
 from policylab.datamodules.transitions import TransitionBatch, TransitionBuffer, build_transitions, episode_returns
@@ -9,6 +11,8 @@ from policylab.datamodules.transitions import TransitionBatch, TransitionBuffer,
 __all__ = [
     "DatasetError",
     "OfflineTransitionDataModule",
+    "PreferenceDataError",
+    "PreferenceDataModule",
     "ReplayBufferDataModule",
     "TransitionBatch",
     "TransitionBuffer",

@@ -1,0 +1,119 @@
+"""Preference pairs: the same rows from JSONL, Parquet and a datasets directory give the same
+batches; masks, truncation, chat templates and extra fields as documented; bad rows named by
+number; padded and unpadded log-probs agree."""
+
+import json
+
+import pytest
+import torch
+
+pytest.importorskip("transformers", reason="the language-model extras (pip install -e '.[lm]')")
+
+from policylab.datamodules.preference import PreferenceDataError, PreferenceDataModule  # noqa: E402
+from policylab.nn.sequence import completion_log_probs  # noqa: E402
+from policylab.tasks.arithmetic import AdditionTask, build_model, build_tokenizer, write_jsonl  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def tokenizer_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("tok") / "tokenizer"
+    build_tokenizer(path)
+    return path
+
+
+def rows(n=12, flip_rate=0.0):
+    out = AdditionTask(seed=0).preference_rows(n, flip_rate)
+    for i, row in enumerate(out):
+        row["flip_rate"] = 0.1 * (i % 3)
+    return out
+
+
+def batch_of(path, tokenizer_dir, **kwargs):
+    dm = PreferenceDataModule(str(path), str(tokenizer_dir), batch_size=4, **kwargs)
+    dm.setup("fit")
+    return dm, next(iter(dm.train_dataloader()))
+
+
+def test_jsonl_parquet_and_datasets_directory_give_identical_batches(tmp_path, tokenizer_dir):
+    import datasets
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    data = rows()
+    write_jsonl(data, tmp_path / "pairs.jsonl")
+    pq.write_table(pa.Table.from_pylist(data), tmp_path / "pairs.parquet")
+    datasets.Dataset.from_list(data).save_to_disk(str(tmp_path / "pairs_ds"))
+    batches = [batch_of(tmp_path / name, tokenizer_dir, extra_fields=["flip_rate"])[1] for name in ("pairs.jsonl", "pairs.parquet", "pairs_ds")]
+    for other in batches[1:]:
+        assert other.keys() == batches[0].keys()
+        for key in other:
+            torch.testing.assert_close(other[key], batches[0][key])
+
+
+def test_masks_layout_and_extra_fields(tmp_path, tokenizer_dir):
+    write_jsonl([{"prompt": "12+7=", "chosen": "19", "rejected": "2", "flip_rate": 0.25}], tmp_path / "one.jsonl")
+    dm, batch = batch_of(tmp_path / "one.jsonl", tokenizer_dir, extra_fields=["flip_rate"])
+    tok = dm.tokenizer
+    prompt = tok("12+7=").input_ids  # <bos> 1 2 + 7 =
+    assert batch["input_ids"][0].tolist() == prompt + tok("19", add_special_tokens=False).input_ids + [tok.eos_token_id]
+    assert batch["input_ids"][1].tolist() == prompt + tok("2", add_special_tokens=False).input_ids + [tok.eos_token_id, tok.pad_token_id]
+    assert batch["completion_mask"].tolist() == [[0] * 6 + [1, 1, 1], [0] * 6 + [1, 1, 0]]
+    assert batch["attention_mask"].tolist() == [[1] * 9, [1] * 8 + [0]]
+    assert batch["flip_rate"].tolist() == [0.25]
+
+
+def test_truncation_keeps_the_end_of_the_prompt_and_the_start_of_the_completion(tmp_path, tokenizer_dir):
+    write_jsonl([{"prompt": "1234567890+1=", "chosen": "1234567891", "rejected": "1"}], tmp_path / "long.jsonl")
+    dm, batch = batch_of(tmp_path / "long.jsonl", tokenizer_dir, max_length=10, max_prompt_length=4)
+    text = dm.tokenizer.decode(batch["input_ids"][0])
+    assert text == "0+1=123456" and batch["input_ids"].shape[1] == 10
+
+
+def test_chat_messages_use_the_chat_template(tmp_path, tokenizer_dir):
+    write_jsonl([{"prompt": [{"role": "user", "content": "2+2="}], "chosen": [{"role": "assistant", "content": "4"}],
+                  "rejected": [{"role": "assistant", "content": "5"}]}], tmp_path / "chat.jsonl")
+    dm = PreferenceDataModule(str(tmp_path / "chat.jsonl"), str(tokenizer_dir), batch_size=1)
+    dm.tokenizer.chat_template = "{% for m in messages %}{{ m['content'] }}{% endfor %}{% if add_generation_prompt %}={% endif %}"
+    dm.setup("fit")
+    assert dm.tokenizer.decode(next(iter(dm.train_dataloader()))["input_ids"][0], skip_special_tokens=True) == "2+2==4"
+
+
+@pytest.mark.parametrize(
+    ("row", "reason"),
+    [
+        ({"prompt": "1+1=", "chosen": "2"}, "missing column rejected"),
+        ({"prompt": "1+1=", "chosen": " ", "rejected": "3"}, "empty chosen"),
+        ({"prompt": "1+1=", "chosen": "2", "rejected": "2"}, "identical"),
+    ],
+)
+def test_bad_rows_stop_with_their_number_or_are_skipped_and_counted(tmp_path, tokenizer_dir, row, reason):
+    path = write_jsonl([{"prompt": "1+2=", "chosen": "3", "rejected": "4"}, row], tmp_path / "bad.jsonl")
+    with pytest.raises(PreferenceDataError, match=rf"bad.jsonl, row 2: .*{reason}"):
+        batch_of(path, tokenizer_dir)
+    dm, batch = batch_of(path, tokenizer_dir, bad_rows="skip")
+    assert batch["input_ids"].shape[0] == 2 and [n for n, _ in dm.skipped["train"]] == [2]
+
+
+def test_broken_files_are_named(tmp_path, tokenizer_dir):
+    (tmp_path / "broken.jsonl").write_text('{"prompt": "1+1=", "chosen": "2", "rejected": "3"}\n{"prompt": "1+\n')
+    with pytest.raises(PreferenceDataError, match="broken.jsonl, line 2: not valid JSON"):
+        batch_of(tmp_path / "broken.jsonl", tokenizer_dir)
+    with pytest.raises(PreferenceDataError, match="no such file"):
+        batch_of(tmp_path / "missing.jsonl", tokenizer_dir)
+    (tmp_path / "cut.parquet").write_bytes(b"PAR1 not really")
+    with pytest.raises(PreferenceDataError, match="cut.parquet: unreadable Parquet"):
+        batch_of(tmp_path / "cut.parquet", tokenizer_dir)
+
+
+def test_log_probs_of_a_row_do_not_depend_on_the_padding_its_batch_needs(tmp_path, tokenizer_dir):
+    model = build_model(seed=1).eval()
+    data = [{"prompt": "1+1=", "chosen": "2", "rejected": "3"}, {"prompt": "98+97=", "chosen": "195", "rejected": "185"}]
+    write_jsonl(data, tmp_path / "two.jsonl")
+    write_jsonl(data[:1], tmp_path / "first.jsonl")
+    _, both = batch_of(tmp_path / "two.jsonl", tokenizer_dir)
+    _, alone = batch_of(tmp_path / "first.jsonl", tokenizer_dir)
+    with torch.no_grad():
+        padded = completion_log_probs(model(both["input_ids"], attention_mask=both["attention_mask"]).logits, both["input_ids"], both["completion_mask"])[0]
+        single = completion_log_probs(model(alone["input_ids"]).logits, alone["input_ids"], alone["completion_mask"])[0]
+    order = [0, 2] if both["input_ids"][0, 1] == alone["input_ids"][0, 1] else [1, 3]  # the shuffled position of row 1
+    torch.testing.assert_close(padded[order], single, atol=1e-5, rtol=1e-5)
