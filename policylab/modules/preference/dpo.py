@@ -1,0 +1,159 @@
+"""DPO and its pairwise variants behind one switch, ``loss_type`` (as in TRL's DPOTrainer).
+
+Rafailov et al., "Direct Preference Optimization" (NeurIPS 2023), and the variants in
+:mod:`policylab.losses.preference`. One training step: a single forward of the policy over the
+chosen and rejected rows together, the same for the frozen reference (none for SimPO), the
+completion log-probs of both, and the selected pairwise loss averaged over pairs.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from typing import Any
+
+import lightning as L
+import torch
+from torch import Tensor
+
+from policylab.losses import preference as P
+from policylab.nn.sequence import completion_log_probs
+
+
+def _ratios(s: dict) -> tuple[Tensor, Tensor]:
+    return s["chosen"] - s["ref_chosen"], s["rejected"] - s["ref_rejected"]
+
+
+def _mean_ratios(s: dict) -> tuple[Tensor, Tensor]:
+    return (s["chosen"] - s["ref_chosen"]) / s["chosen_tokens"], (s["rejected"] - s["ref_rejected"]) / s["rejected_tokens"]
+
+
+#: loss_type -> per-pair loss of the summed log-probs ``s`` (policy and reference, chosen and
+#: rejected, token counts, extra batch fields) and the module (for hyperparameters and state).
+LOSS_TYPES: dict[str, Callable[[dict, Any], Tensor]] = {
+    "sigmoid": lambda s, m: P.dpo_loss(*_ratios(s), m.hparams.beta, m.hparams.label_smoothing),
+    "robust": lambda s, m: P.robust_dpo_loss(*_ratios(s), m.hparams.beta, s.get("flip_rate", m.hparams.flip_rate)),
+    "ipo": lambda s, m: P.ipo_loss(*_mean_ratios(s), m.hparams.beta),
+    "hinge": lambda s, m: P.hinge_loss(*_ratios(s), m.hparams.beta),
+    "nca_pair": lambda s, m: P.nca_loss(*_ratios(s), m.hparams.beta),
+    "bco_pair": lambda s, m: m._bco_loss(*_ratios(s)),
+    "sppo": lambda s, m: P.sppo_loss(*_ratios(s), m.hparams.beta, s.get("chosen_win_rate", 1.0), s.get("rejected_win_rate", 0.0)),
+    "rpo": lambda s, m: P.rpo_loss(*_ratios(s), -s["chosen"] / s["chosen_tokens"], m.hparams.beta, m.hparams.rpo_alpha),
+    "simpo": lambda s, m: P.simpo_loss(s["chosen"] / s["chosen_tokens"], s["rejected"] / s["rejected_tokens"], m.hparams.beta, m.hparams.simpo_gamma),
+    "sem_dpo": lambda s, m: torch.exp(-m.hparams.sem_alpha * s["semantic_distance"]) * P.dpo_loss(*_ratios(s), m.hparams.beta),
+}
+REFERENCE_FREE = {"simpo"}
+
+
+class DPO(L.LightningModule):
+    """Pairwise preference optimization of a causal LM.
+
+    ``model`` is a name or path for ``AutoModelForCausalLM.from_pretrained`` (or a model
+    object); the reference is a frozen copy of it at the start (or ``reference_model``).
+    ``loss_type`` is one of :data:`LOSS_TYPES`; the per-type hyperparameters default to the
+    papers' values (beta 0.1; SimPO beta 2.0 and gamma 0.5; SPPO beta 0.001 is not forced,
+    set it). ``robust`` reads a per-pair ``flip_rate`` field when the batch has one, else
+    ``flip_rate``; ``sppo`` reads ``chosen_win_rate`` / ``rejected_win_rate`` when present
+    (hard labels otherwise); ``sem_dpo`` needs a ``semantic_distance`` field.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        loss_type: str = "sigmoid",
+        beta: float = 0.1,
+        label_smoothing: float = 0.0,
+        flip_rate: float = 0.1,
+        rpo_alpha: float = 1.0,
+        simpo_gamma: float = 0.5,
+        sem_alpha: float = 1.0,
+        reference_model: Any = None,
+        lr: float = 5e-7,
+        weight_decay: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if loss_type not in LOSS_TYPES:
+            raise ValueError(f"unknown loss_type {loss_type!r}; choose one of {', '.join(sorted(LOSS_TYPES))}")
+        self.save_hyperparameters(ignore=[] if isinstance(model, str) else ["model", "reference_model"])
+        self.policy = self._load(model)
+        self.reference = None
+        if loss_type not in REFERENCE_FREE:
+            self.reference = self._load(reference_model) if reference_model is not None else copy.deepcopy(self.policy)
+            self.reference.requires_grad_(False).eval()
+        self._bco_shift = P.RunningMean()
+
+    @staticmethod
+    def _load(model: Any):
+        if isinstance(model, str):
+            from transformers import AutoModelForCausalLM
+
+            return AutoModelForCausalLM.from_pretrained(model)
+        return model
+
+    def configure_optimizers(self):
+        return torch.optim.AdamW(self.policy.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.reference is not None:
+            self.reference.eval()  # never dropout in the reference
+        return self
+
+    # ----------------------------------------------------------------- log-probs
+    @staticmethod
+    def _log_probs(model, batch: dict) -> tuple[Tensor, Tensor]:
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        return completion_log_probs(logits, batch["input_ids"], batch["completion_mask"])
+
+    def sequence_stats(self, batch: dict) -> dict[str, Tensor]:
+        """Summed completion log-probs of policy and reference, split into chosen and rejected
+        halves, with token counts and the batch's extra per-pair fields."""
+        logp, tokens = self._log_probs(self.policy, batch)
+        pairs = logp.shape[0] // 2
+        stats = {"chosen": logp[:pairs], "rejected": logp[pairs:], "chosen_tokens": tokens[:pairs], "rejected_tokens": tokens[pairs:]}
+        if self.reference is not None:
+            with torch.no_grad():
+                ref, _ = self._log_probs(self.reference, batch)
+            stats.update(ref_chosen=ref[:pairs], ref_rejected=ref[pairs:])
+        else:
+            stats.update(ref_chosen=torch.zeros_like(stats["chosen"]), ref_rejected=torch.zeros_like(stats["rejected"]))
+        stats.update({k: v for k, v in batch.items() if k not in ("input_ids", "attention_mask", "completion_mask")})
+        return stats
+
+    def _bco_loss(self, chosen_ratio: Tensor, rejected_ratio: Tensor) -> Tensor:
+        beta = self.hparams.beta
+        rewards = torch.cat([beta * chosen_ratio, beta * rejected_ratio])
+        delta = self._bco_shift.update(rewards) if self.training else self._bco_shift.mean.to(rewards.device)
+        return P.bco_pair_loss(chosen_ratio, rejected_ratio, beta, delta)
+
+    # ----------------------------------------------------------------- steps
+    def _step(self, batch: dict, prefix: str) -> Tensor:
+        stats = self.sequence_stats(batch)
+        loss = LOSS_TYPES[self.hparams.loss_type](stats, self).mean()
+        chosen_reward = self.hparams.beta * (stats["chosen"] - stats["ref_chosen"]).detach()
+        rejected_reward = self.hparams.beta * (stats["rejected"] - stats["ref_rejected"]).detach()
+        self.log_dict(
+            {
+                f"{prefix}/loss": loss,
+                f"{prefix}/reward_accuracy": (chosen_reward > rejected_reward).float().mean(),
+                f"{prefix}/reward_margin": (chosen_reward - rejected_reward).mean(),
+                f"{prefix}/chosen_reward": chosen_reward.mean(),
+                f"{prefix}/rejected_reward": rejected_reward.mean(),
+            },
+            batch_size=stats["chosen"].shape[0],
+            prog_bar=prefix == "train",
+        )
+        return loss
+
+    def training_step(self, batch: dict, batch_idx: int) -> Tensor:
+        return self._step(batch, "train")
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self._step(batch, "val")
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["bco_shift"] = self._bco_shift.state_dict()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if "bco_shift" in checkpoint:
+            self._bco_shift.load_state_dict(checkpoint["bco_shift"])
