@@ -98,3 +98,21 @@ def test_direct_steps_give_the_numbers_of_lightnings_wrapped_steps(hopper_hdf5, 
     wrapped, wrapped_steps, wrapped_losses = run(_WatchesBackward())
     assert direct and not wrapped and steps == wrapped_steps == 60
     np.testing.assert_array_equal(direct_losses, wrapped_losses)
+
+
+def test_a_checkpoint_written_with_cuda_graphs_resumes_on_a_cpu(hopper_hdf5, tmp_path):
+    """A graph run leaves Adam in "capturable" mode, which is CUDA-only; resuming elsewhere drops it."""
+    dm = OfflineTransitionDataModule(str(hopper_hdf5), batch_size=32, seed=0)
+    model = TD3BC(dm.obs_dim, dm.action_dim, dm.max_action, hidden_dims=(16, 16))
+    trainer = L.Trainer(max_steps=4, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, limit_val_batches=0)
+    trainer.fit(model, dm)
+    for optimizer in trainer.optimizers:
+        for group in optimizer.param_groups:
+            group["capturable"] = True  # as _graphed_update leaves them on a GPU
+    trainer.save_checkpoint(tmp_path / "graphs.ckpt")
+    resumed = L.Trainer(max_steps=8, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, limit_val_batches=0)
+    resumed.fit(TD3BC(dm.obs_dim, dm.action_dim, dm.max_action, hidden_dims=(16, 16)), dm, ckpt_path=tmp_path / "graphs.ckpt")
+    assert resumed.global_step == 8
+    assert not any(g["capturable"] for o in resumed.optimizers for g in o.param_groups)

@@ -151,6 +151,14 @@ class RLModule(L.LightningModule):
         self.reset_cuda_graphs()
         self._graph_warmup_left = self.cuda_graph_warmup_steps
 
+    def on_train_start(self) -> None:
+        # After any checkpoint restore: a run resumed without CUDA graphs (on a CPU, say) from a
+        # checkpoint written with them must not keep Adam's "capturable" mode, which needs CUDA.
+        graphs = self._use_cuda_graphs and self.device.type == "cuda"
+        for optimizer in self.trainer.optimizers:
+            for group in optimizer.param_groups:
+                group["capturable"] = graphs and group.get("capturable", False)
+
     def _graphed_update(self, batch, update_actor: bool, log: bool) -> dict[str, Tensor]:
         """:meth:`update` as replays of recorded CUDA graphs, one per (update_actor, log); the
         batch is copied into the graph's input tensors. The first steps run eagerly on a side
