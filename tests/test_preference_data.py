@@ -9,7 +9,7 @@ import torch
 
 pytest.importorskip("transformers", reason="the language-model extras (pip install -e '.[lm]')")
 
-from policylab.datamodules.preference import PreferenceDataError, PreferenceDataModule  # noqa: E402
+from policylab.datamodules import PreferenceDataModule, SFTDataModule, TextDataError  # noqa: E402
 from policylab.nn.sequence import completion_log_probs  # noqa: E402
 from policylab.tasks.arithmetic import AdditionTask, build_model, build_tokenizer, write_jsonl  # noqa: E402
 
@@ -88,7 +88,7 @@ def test_chat_messages_use_the_chat_template(tmp_path, tokenizer_dir):
 )
 def test_bad_rows_stop_with_their_number_or_are_skipped_and_counted(tmp_path, tokenizer_dir, row, reason):
     path = write_jsonl([{"prompt": "1+2=", "chosen": "3", "rejected": "4"}, row], tmp_path / "bad.jsonl")
-    with pytest.raises(PreferenceDataError, match=rf"bad.jsonl, row 2: .*{reason}"):
+    with pytest.raises(TextDataError, match=rf"bad.jsonl, row 2: .*{reason}"):
         batch_of(path, tokenizer_dir)
     dm, batch = batch_of(path, tokenizer_dir, bad_rows="skip")
     assert batch["input_ids"].shape[0] == 2 and [n for n, _ in dm.skipped["train"]] == [2]
@@ -96,12 +96,12 @@ def test_bad_rows_stop_with_their_number_or_are_skipped_and_counted(tmp_path, to
 
 def test_broken_files_are_named(tmp_path, tokenizer_dir):
     (tmp_path / "broken.jsonl").write_text('{"prompt": "1+1=", "chosen": "2", "rejected": "3"}\n{"prompt": "1+\n')
-    with pytest.raises(PreferenceDataError, match="broken.jsonl, line 2: not valid JSON"):
+    with pytest.raises(TextDataError, match="broken.jsonl, line 2: not valid JSON"):
         batch_of(tmp_path / "broken.jsonl", tokenizer_dir)
-    with pytest.raises(PreferenceDataError, match="no such file"):
+    with pytest.raises(TextDataError, match="no such file"):
         batch_of(tmp_path / "missing.jsonl", tokenizer_dir)
     (tmp_path / "cut.parquet").write_bytes(b"PAR1 not really")
-    with pytest.raises(PreferenceDataError, match="cut.parquet: unreadable Parquet"):
+    with pytest.raises(TextDataError, match="cut.parquet: unreadable Parquet"):
         batch_of(tmp_path / "cut.parquet", tokenizer_dir)
 
 

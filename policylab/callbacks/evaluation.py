@@ -28,6 +28,7 @@ class EnvEvaluation(Callback):
             raise ValueError(f"every_n_steps must be >= 0 and n_episodes > 0, got {every_n_steps}, {n_episodes}")
         self.every_n_steps, self.n_episodes, self.seed, self.env_id = every_n_steps, n_episodes, seed, env_id
         self.last_score: float | None = None
+        self._active = True
 
     def _resolve(self, trainer: L.Trainer) -> tuple[str, tuple[float, float] | None]:
         datamodule = trainer.datamodule
@@ -39,7 +40,10 @@ class EnvEvaluation(Callback):
         return env_id, refs or reference_scores(env_id)
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        if self.every_n_steps or stage != TrainerFn.FITTING:
+        # Only modules that act in an environment are evaluated in one (the CLI adds this
+        # callback to every run; a language-model run leaves it inactive).
+        self._active = hasattr(pl_module, "act") and hasattr(pl_module, "obs_normalizer")
+        if self._active and (self.every_n_steps or stage != TrainerFn.FITTING):
             self._env_id, self._refs = self._resolve(trainer)
 
     @torch.no_grad()
@@ -67,7 +71,7 @@ class EnvEvaluation(Callback):
         return metrics
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if not self.every_n_steps or trainer.global_step % self.every_n_steps != 0:
+        if not self._active or not self.every_n_steps or trainer.global_step % self.every_n_steps != 0:
             return
         metrics = self.evaluate(trainer, pl_module)
         # callback_metrics feed ModelCheckpoint and the progress bar; loggers get every evaluation,
@@ -82,11 +86,12 @@ class EnvEvaluation(Callback):
             pl_module.log(name, value, on_epoch=True)
 
     def on_validation_epoch_end(self, trainer, pl_module) -> None:
-        if trainer.state.fn == TrainerFn.VALIDATING:
+        if self._active and trainer.state.fn == TrainerFn.VALIDATING:
             self._evaluate_once(trainer, pl_module)
 
     def on_test_epoch_end(self, trainer, pl_module) -> None:
-        self._evaluate_once(trainer, pl_module)
+        if self._active:
+            self._evaluate_once(trainer, pl_module)
 
     def state_dict(self) -> dict:
         return {"last_score": self.last_score}

@@ -1,9 +1,11 @@
 """LightningDataModules: offline transitions (D4RL hdf5, Minari, npz), the online replay buffer,
-and preference pairs for language models."""
+and text rows (SFT, preference pairs) for language models."""
 
 from policylab.datamodules.d4rl_format import DatasetError, read_d4rl_hdf5, read_npz, write_d4rl_hdf5
 from policylab.datamodules.offline import OfflineTransitionDataModule
-from policylab.datamodules.preference import PreferenceDataError, PreferenceDataModule
+from policylab.datamodules.preference import PreferenceDataModule
+from policylab.datamodules.sft import SFTDataModule
+from policylab.datamodules.text import TextDataError, read_rows
 from policylab.datamodules.replay import ReplayBufferDataModule
 from policylab.datamodules.transition_base import TransitionDataModule
 from policylab.datamodules.transitions import TransitionBatch, TransitionBuffer, build_transitions, episode_returns
@@ -11,8 +13,9 @@ from policylab.datamodules.transitions import TransitionBatch, TransitionBuffer,
 __all__ = [
     "DatasetError",
     "OfflineTransitionDataModule",
-    "PreferenceDataError",
     "PreferenceDataModule",
+    "SFTDataModule",
+    "TextDataError",
     "ReplayBufferDataModule",
     "TransitionBatch",
     "TransitionBuffer",
@@ -21,5 +24,6 @@ __all__ = [
     "episode_returns",
     "read_d4rl_hdf5",
     "read_npz",
+    "read_rows",
     "write_d4rl_hdf5",
 ]

@@ -1,199 +1,41 @@
 """Preference pairs for language models: rows of ``prompt``, ``chosen``, ``rejected``.
 
-Files: JSON lines (``.jsonl``), Parquet (``.parquet``) or a directory written by HF
-``datasets`` (``save_to_disk``). Texts are strings, or chat messages
-(``[{"role": ..., "content": ...}]``) rendered with the tokenizer's chat template. Optional
-numeric per-row fields (a label-flip probability, win-rate estimates, scores) are passed
-through as tensors when named in ``extra_fields``.
-
-Tokenization: ``prompt`` with the tokenizer's special tokens (its BOS), each completion without
-them and followed by EOS. Truncation keeps the *end* of the prompt (at most
-``max_prompt_length`` tokens) and then the *start* of the completion, within ``max_length``.
-Batches hold the chosen rows then the rejected rows (``2B`` sequences, right-padded) with an
-attention mask and a completion mask that is 1 only on completion tokens, so prompts and
-padding never enter a log-probability.
-
-Bad rows (a missing column, an empty text, chosen identical to rejected, a completion with no
-token left after truncation) stop loading with the file and row number, or with
-``bad_rows="skip"`` are left out and counted (``skipped`` holds the reasons by row).
+File formats, chat messages, tokenization, truncation and bad-row handling are those of
+:mod:`policylab.datamodules.text`. Batches hold the chosen rows then the rejected rows (``2B``
+sequences, right-padded) with attention and completion masks, plus each ``extra_fields`` value
+(a label-flip probability, win-rate estimates, a semantic distance) as a ``[B]`` tensor. A row
+whose chosen and rejected texts are identical is a bad row.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Sequence
-from pathlib import Path
-from typing import Any
-
-import lightning as L
 import torch
-from torch.utils.data import DataLoader
 
-REQUIRED = ("prompt", "chosen", "rejected")
-
-
-class PreferenceDataError(ValueError):
-    """A preference file or row that cannot be used; the message names the file and the row."""
+from policylab.datamodules.text import TokenizedTextDataModule
 
 
-def read_rows(path: str | Path) -> list[dict[str, Any]]:
-    """Rows of a ``.jsonl`` file, a ``.parquet`` file or a ``datasets`` directory, as dicts."""
-    path = Path(path)
-    if not path.exists():
-        raise PreferenceDataError(f"{path}: no such file or directory")
-    if path.is_dir():
-        import datasets
+class PreferenceDataModule(TokenizedTextDataModule):
+    """Tokenized preference pairs for :class:`~policylab.modules.preference.DPO` and relatives."""
 
-        try:
-            return datasets.load_from_disk(str(path)).to_list()
-        except (FileNotFoundError, ValueError) as err:
-            raise PreferenceDataError(f"{path}: not a dataset saved with datasets.save_to_disk ({err})") from err
-    if path.suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        try:
-            return pq.read_table(path).to_pylist()
-        except Exception as err:  # pyarrow raises several types for broken files
-            raise PreferenceDataError(f"{path}: unreadable Parquet file ({err})") from err
-    if path.suffix in (".jsonl", ".json"):
-        rows = []
-        with open(path) as f:
-            for number, line in enumerate(f, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as err:
-                    raise PreferenceDataError(f"{path}, line {number}: not valid JSON ({err.msg})") from err
-                if not isinstance(row, dict):
-                    raise PreferenceDataError(f"{path}, line {number}: expected a JSON object, got {type(row).__name__}")
-                rows.append(row)
-        return rows
-    raise PreferenceDataError(f"{path}: unknown format (expected .jsonl, .parquet or a datasets directory)")
-
-
-class PreferenceDataModule(L.LightningDataModule):
-    """Tokenized preference pairs for :class:`~policylab.modules.preference.DPO` and relatives.
-
-    ``tokenizer`` is a Hugging Face tokenizer or the name/path ``AutoTokenizer`` loads.
-    """
-
-    def __init__(
-        self,
-        train_file: str,
-        tokenizer: Any,
-        val_file: str | None = None,
-        batch_size: int = 32,
-        max_length: int = 512,
-        max_prompt_length: int = 256,
-        extra_fields: Sequence[str] = (),
-        bad_rows: str = "error",
-        seed: int = 0,
-    ) -> None:
-        super().__init__()
-        if bad_rows not in ("error", "skip"):
-            raise ValueError(f"bad_rows must be 'error' or 'skip', got {bad_rows!r}")
-        if max_prompt_length >= max_length:
-            raise ValueError(f"max_prompt_length ({max_prompt_length}) must be below max_length ({max_length})")
-        self.save_hyperparameters(ignore=["tokenizer"])
-        self.tokenizer = self._load_tokenizer(tokenizer)
-        self.skipped: dict[str, list[tuple[int, str]]] = {}
-        self._tokenized: dict[str, list[dict]] = {}
-
-    @staticmethod
-    def _load_tokenizer(tokenizer: Any):
-        if isinstance(tokenizer, (str, Path)):
-            from transformers import AutoTokenizer
-
-            tokenizer = AutoTokenizer.from_pretrained(str(tokenizer))
-        if tokenizer.pad_token_id is None:
-            tokenizer.pad_token = tokenizer.eos_token
-        if tokenizer.eos_token_id is None:
-            raise PreferenceDataError("the tokenizer has no EOS token; completions must end with one")
-        return tokenizer
-
-    # ----------------------------------------------------------------- tokenization
-    def _render(self, text: Any, role_prompt: bool) -> str:
-        if isinstance(text, str):
-            return text
-        if isinstance(text, list) and all(isinstance(m, dict) and "content" in m for m in text):
-            if getattr(self.tokenizer, "chat_template", None):
-                return self.tokenizer.apply_chat_template(text, tokenize=False, add_generation_prompt=role_prompt)
-            return "".join(m["content"] for m in text)
-        raise TypeError(f"expected a string or a list of chat messages, got {type(text).__name__}")
+    columns = ("prompt", "chosen", "rejected")
 
     def tokenize_row(self, row: dict) -> dict:
         """Token ids of one row; raises ``ValueError`` with the reason for a bad row."""
-        missing = [key for key in REQUIRED if key not in row or row[key] is None]
-        if missing:
-            raise ValueError(f"missing column {', '.join(missing)}")
-        prompt = self._render(row["prompt"], role_prompt=True)
-        chosen, rejected = (self._render(row[key], role_prompt=False) for key in ("chosen", "rejected"))
-        for key, text in (("prompt", prompt), ("chosen", chosen), ("rejected", rejected)):
-            if not text.strip():
-                raise ValueError(f"empty {key}")
+        self.check_columns(row)
+        prompt = self.render(row["prompt"], prompt=True)
+        chosen, rejected = (self.render(row[key], prompt=False) for key in ("chosen", "rejected"))
         if chosen == rejected:
             raise ValueError("chosen and rejected are identical")
-        hp = self.hparams
-        prompt_ids = self.tokenizer(prompt).input_ids[-hp.max_prompt_length :]
-        out = {"prompt": prompt_ids}
+        out = {"prompt": self.prompt_ids(prompt)}
         for key, text in (("chosen", chosen), ("rejected", rejected)):
-            ids = self.tokenizer(text, add_special_tokens=False).input_ids + [self.tokenizer.eos_token_id]
-            ids = ids[: hp.max_length - len(prompt_ids)]
-            if not ids:
-                raise ValueError(f"no {key} token left after truncation to max_length {hp.max_length}")
-            out[key] = ids
-        for name in hp.extra_fields:
-            if name not in row:
-                raise ValueError(f"missing column {name} (named in extra_fields)")
-            out[name] = float(row[name])
-        return out
+            out[key] = self.completion_ids(text, len(out["prompt"]), key)
+        return out | self.extra_values(row)
 
-    def _tokenize_file(self, path: str, split: str) -> list[dict]:
-        rows, skipped = [], []
-        for number, row in enumerate(read_rows(path), start=1):
-            try:
-                rows.append(self.tokenize_row(row))
-            except (ValueError, TypeError) as err:
-                if self.hparams.bad_rows == "error":
-                    raise PreferenceDataError(f"{path}, row {number}: {err} (bad_rows='skip' leaves such rows out)") from err
-                skipped.append((number, str(err)))
-        if not rows:
-            raise PreferenceDataError(f"{path}: no usable row ({len(skipped)} skipped)")
-        self.skipped[split] = skipped
-        return rows
-
-    def setup(self, stage: str | None = None) -> None:
-        if "train" not in self._tokenized:
-            self._tokenized["train"] = self._tokenize_file(self.hparams.train_file, "train")
-        if self.hparams.val_file and "val" not in self._tokenized:
-            self._tokenized["val"] = self._tokenize_file(self.hparams.val_file, "val")
-
-    # ----------------------------------------------------------------- batches
     def collate(self, rows: list[dict]) -> dict[str, torch.Tensor]:
         """``input_ids``, ``attention_mask`` and ``completion_mask`` of shape ``[2B, T]`` (chosen
         rows first, then rejected), right-padded, plus each extra field as ``[B]``."""
         sequences = [(r["prompt"], r["chosen"]) for r in rows] + [(r["prompt"], r["rejected"]) for r in rows]
-        length = max(len(p) + len(c) for p, c in sequences)
-        input_ids = torch.full((len(sequences), length), self.tokenizer.pad_token_id, dtype=torch.long)
-        attention = torch.zeros((len(sequences), length), dtype=torch.long)
-        completion = torch.zeros((len(sequences), length), dtype=torch.long)
-        for i, (prompt, answer) in enumerate(sequences):
-            n, m = len(prompt), len(answer)
-            input_ids[i, : n + m] = torch.tensor(prompt + answer)
-            attention[i, : n + m] = 1
-            completion[i, n : n + m] = 1
-        batch = {"input_ids": input_ids, "attention_mask": attention, "completion_mask": completion}
+        batch = self.pad(sequences)
         for name in self.hparams.extra_fields:
             batch[name] = torch.tensor([r[name] for r in rows], dtype=torch.float32)
         return batch
-
-    def train_dataloader(self) -> DataLoader:
-        generator = torch.Generator().manual_seed(self.hparams.seed)
-        return DataLoader(self._tokenized["train"], batch_size=self.hparams.batch_size, shuffle=True, generator=generator,
-                          collate_fn=self.collate, drop_last=len(self._tokenized["train"]) >= self.hparams.batch_size)
-
-    def val_dataloader(self) -> DataLoader | list:
-        if "val" not in self._tokenized:
-            return []
-        return DataLoader(self._tokenized["val"], batch_size=self.hparams.batch_size, collate_fn=self.collate)

@@ -12,11 +12,11 @@ import copy
 from collections.abc import Callable
 from typing import Any
 
-import lightning as L
 import torch
 from torch import Tensor
 
 from policylab.losses import preference as P
+from policylab.modules.preference.lm import LanguageModelModule, load_causal_lm
 from policylab.nn.sequence import completion_log_probs
 
 
@@ -45,7 +45,7 @@ LOSS_TYPES: dict[str, Callable[[dict, Any], Tensor]] = {
 REFERENCE_FREE = {"simpo"}
 
 
-class DPO(L.LightningModule):
+class DPO(LanguageModelModule):
     """Pairwise preference optimization of a causal LM.
 
     ``model`` is a name or path for ``AutoModelForCausalLM.from_pretrained`` (or a model
@@ -71,27 +71,15 @@ class DPO(L.LightningModule):
         lr: float = 5e-7,
         weight_decay: float = 0.0,
     ) -> None:
-        super().__init__()
         if loss_type not in LOSS_TYPES:
             raise ValueError(f"unknown loss_type {loss_type!r}; choose one of {', '.join(sorted(LOSS_TYPES))}")
+        super().__init__(model, lr, weight_decay)
         self.save_hyperparameters(ignore=[] if isinstance(model, str) else ["model", "reference_model"])
-        self.policy = self._load(model)
         self.reference = None
         if loss_type not in REFERENCE_FREE:
-            self.reference = self._load(reference_model) if reference_model is not None else copy.deepcopy(self.policy)
+            self.reference = load_causal_lm(reference_model) if reference_model is not None else copy.deepcopy(self.policy)
             self.reference.requires_grad_(False).eval()
         self._bco_shift = P.RunningMean()
-
-    @staticmethod
-    def _load(model: Any):
-        if isinstance(model, str):
-            from transformers import AutoModelForCausalLM
-
-            return AutoModelForCausalLM.from_pretrained(model)
-        return model
-
-    def configure_optimizers(self):
-        return torch.optim.AdamW(self.policy.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -152,6 +140,7 @@ class DPO(L.LightningModule):
         self._step(batch, "val")
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
+        super().on_save_checkpoint(checkpoint)
         checkpoint["bco_shift"] = self._bco_shift.state_dict()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:

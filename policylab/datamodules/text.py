@@ -1,0 +1,202 @@
+"""Text rows for language-model methods: reading files and tokenizing prompts and completions.
+
+Files: JSON lines (``.jsonl``), Parquet (``.parquet``) or a directory written by HF
+``datasets`` (``save_to_disk``). Texts are strings, or chat messages
+(``[{"role": ..., "content": ...}]``) rendered with the tokenizer's chat template. Optional
+numeric per-row fields are passed through as tensors when named in ``extra_fields``.
+
+Tokenization: the prompt with the tokenizer's special tokens (its BOS), each completion without
+them and followed by EOS. Truncation keeps the *end* of the prompt (at most
+``max_prompt_length`` tokens) and then the *start* of the completion, within ``max_length``.
+A completion mask is 1 only on completion tokens, so prompts and padding never enter a
+log-probability or a loss.
+
+Bad rows (a missing column, an empty text, a completion with no token left after truncation,
+and what a subclass adds) stop loading with the file and row number, or with
+``bad_rows="skip"`` are left out and counted (``skipped`` holds the reasons by row).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader
+
+
+class TextDataError(ValueError):
+    """A text-data file or row that cannot be used; the message names the file and the row."""
+
+def read_rows(path: str | Path) -> list[dict[str, Any]]:
+    """Rows of a ``.jsonl`` file, a ``.parquet`` file or a ``datasets`` directory, as dicts."""
+    path = Path(path)
+    if not path.exists():
+        raise TextDataError(f"{path}: no such file or directory")
+    if path.is_dir():
+        import datasets
+
+        try:
+            return datasets.load_from_disk(str(path)).to_list()
+        except (FileNotFoundError, ValueError) as err:
+            raise TextDataError(f"{path}: not a dataset saved with datasets.save_to_disk ({err})") from err
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        try:
+            return pq.read_table(path).to_pylist()
+        except Exception as err:  # pyarrow raises several types for broken files
+            raise TextDataError(f"{path}: unreadable Parquet file ({err})") from err
+    if path.suffix in (".jsonl", ".json"):
+        rows = []
+        with open(path) as f:
+            for number, line in enumerate(f, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as err:
+                    raise TextDataError(f"{path}, line {number}: not valid JSON ({err.msg})") from err
+                if not isinstance(row, dict):
+                    raise TextDataError(f"{path}, line {number}: expected a JSON object, got {type(row).__name__}")
+                rows.append(row)
+        return rows
+    raise TextDataError(f"{path}: unknown format (expected .jsonl, .parquet or a datasets directory)")
+
+
+class TokenizedTextDataModule(L.LightningDataModule):
+    """What the SFT and preference datamodules share: files, tokenizer, truncation, bad rows,
+    loaders. A subclass names its ``columns``, tokenizes a row (:meth:`tokenize_row`) and
+    builds batches (:meth:`collate`).
+
+    ``tokenizer`` is a Hugging Face tokenizer or the name/path ``AutoTokenizer`` loads.
+    """
+
+    columns: tuple[str, ...] = ()
+
+    def __init__(
+        self,
+        train_file: str,
+        tokenizer: Any,
+        val_file: str | None = None,
+        batch_size: int = 32,
+        max_length: int = 512,
+        max_prompt_length: int = 256,
+        extra_fields: Sequence[str] = (),
+        bad_rows: str = "error",
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if bad_rows not in ("error", "skip"):
+            raise ValueError(f"bad_rows must be 'error' or 'skip', got {bad_rows!r}")
+        if max_prompt_length >= max_length:
+            raise ValueError(f"max_prompt_length ({max_prompt_length}) must be below max_length ({max_length})")
+        self.save_hyperparameters(ignore=["tokenizer"])
+        self.tokenizer = self._load_tokenizer(tokenizer)
+        self.skipped: dict[str, list[tuple[int, str]]] = {}
+        self._tokenized: dict[str, list[dict]] = {}
+
+    @staticmethod
+    def _load_tokenizer(tokenizer: Any):
+        if isinstance(tokenizer, (str, Path)):
+            from transformers import AutoTokenizer
+
+            tokenizer = AutoTokenizer.from_pretrained(str(tokenizer))
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        if tokenizer.eos_token_id is None:
+            raise TextDataError("the tokenizer has no EOS token; completions must end with one")
+        return tokenizer
+
+    # ----------------------------------------------------------------- tokenization
+    def render(self, text: Any, prompt: bool) -> str:
+        """A string as it is; chat messages through the tokenizer's chat template (a prompt with
+        the generation prompt appended), or joined when the tokenizer has none."""
+        if isinstance(text, str):
+            return text
+        if isinstance(text, list) and all(isinstance(m, dict) and "content" in m for m in text):
+            if getattr(self.tokenizer, "chat_template", None):
+                return self.tokenizer.apply_chat_template(text, tokenize=False, add_generation_prompt=prompt)
+            return "".join(m["content"] for m in text)
+        raise TypeError(f"expected a string or a list of chat messages, got {type(text).__name__}")
+
+    def check_columns(self, row: dict) -> None:
+        missing = [key for key in self.columns if key not in row or row[key] is None]
+        if missing:
+            raise ValueError(f"missing column {', '.join(missing)}")
+
+    def prompt_ids(self, prompt: str) -> list[int]:
+        if not prompt.strip():
+            raise ValueError("empty prompt")
+        return self.tokenizer(prompt).input_ids[-self.hparams.max_prompt_length :]
+
+    def completion_ids(self, text: str, prompt_length: int, name: str) -> list[int]:
+        if not text.strip():
+            raise ValueError(f"empty {name}")
+        ids = self.tokenizer(text, add_special_tokens=False).input_ids + [self.tokenizer.eos_token_id]
+        ids = ids[: self.hparams.max_length - prompt_length]
+        if not ids:
+            raise ValueError(f"no {name} token left after truncation to max_length {self.hparams.max_length}")
+        return ids
+
+    def extra_values(self, row: dict) -> dict[str, float]:
+        out = {}
+        for name in self.hparams.extra_fields:
+            if name not in row:
+                raise ValueError(f"missing column {name} (named in extra_fields)")
+            out[name] = float(row[name])
+        return out
+
+    def tokenize_row(self, row: dict) -> dict:
+        raise NotImplementedError
+
+    def _tokenize_file(self, path: str, split: str) -> list[dict]:
+        rows, skipped = [], []
+        for number, row in enumerate(read_rows(path), start=1):
+            try:
+                rows.append(self.tokenize_row(row))
+            except (ValueError, TypeError) as err:
+                if self.hparams.bad_rows == "error":
+                    raise TextDataError(f"{path}, row {number}: {err} (bad_rows='skip' leaves such rows out)") from err
+                skipped.append((number, str(err)))
+        if not rows:
+            raise TextDataError(f"{path}: no usable row ({len(skipped)} skipped)")
+        self.skipped[split] = skipped
+        return rows
+
+    def setup(self, stage: str | None = None) -> None:
+        if "train" not in self._tokenized:
+            self._tokenized["train"] = self._tokenize_file(self.hparams.train_file, "train")
+        if self.hparams.val_file and "val" not in self._tokenized:
+            self._tokenized["val"] = self._tokenize_file(self.hparams.val_file, "val")
+
+    # ----------------------------------------------------------------- batches
+    def pad(self, sequences: list[tuple[list[int], list[int]]]) -> dict[str, torch.Tensor]:
+        """Right-padded ``input_ids``, ``attention_mask`` and ``completion_mask`` of (prompt,
+        completion) token lists."""
+        length = max(len(p) + len(c) for p, c in sequences)
+        input_ids = torch.full((len(sequences), length), self.tokenizer.pad_token_id, dtype=torch.long)
+        attention = torch.zeros((len(sequences), length), dtype=torch.long)
+        completion = torch.zeros((len(sequences), length), dtype=torch.long)
+        for i, (prompt, answer) in enumerate(sequences):
+            n, m = len(prompt), len(answer)
+            input_ids[i, : n + m] = torch.tensor(prompt + answer)
+            attention[i, : n + m] = 1
+            completion[i, n : n + m] = 1
+        return {"input_ids": input_ids, "attention_mask": attention, "completion_mask": completion}
+
+    def collate(self, rows: list[dict]) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def train_dataloader(self) -> DataLoader:
+        generator = torch.Generator().manual_seed(self.hparams.seed)
+        return DataLoader(self._tokenized["train"], batch_size=self.hparams.batch_size, shuffle=True, generator=generator,
+                          collate_fn=self.collate, drop_last=len(self._tokenized["train"]) >= self.hparams.batch_size)
+
+    def val_dataloader(self) -> DataLoader | list:
+        if "val" not in self._tokenized:
+            return []
+        return DataLoader(self._tokenized["val"], batch_size=self.hparams.batch_size, collate_fn=self.collate)

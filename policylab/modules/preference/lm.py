@@ -1,0 +1,37 @@
+"""What the language-model modules share: loading a causal LM, its optimizer, and keeping a
+copy in Hugging Face's format next to the checkpoints."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+
+
+def load_causal_lm(model: Any):
+    """A name or path for ``AutoModelForCausalLM.from_pretrained``, or a model object as it is."""
+    if isinstance(model, (str, Path)):
+        from transformers import AutoModelForCausalLM
+
+        return AutoModelForCausalLM.from_pretrained(str(model))
+    return model
+
+
+class LanguageModelModule(L.LightningModule):
+    """Base of the preference modules: ``self.policy`` is the trained causal LM. At every
+    checkpoint it is also saved with ``save_pretrained`` to ``<run>/hf_model`` (when the run has
+    a log directory), so a later stage (DPO after SFT) or any HF tool can load it by path."""
+
+    def __init__(self, model: Any, lr: float, weight_decay: float) -> None:
+        super().__init__()
+        self.policy = load_causal_lm(model)
+
+    def configure_optimizers(self):
+        return torch.optim.AdamW(self.policy.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        log_dir = self.trainer.log_dir if self._trainer is not None else None
+        if log_dir and self.trainer.is_global_zero:
+            self.policy.save_pretrained(str(Path(log_dir) / "hf_model"))

@@ -1,0 +1,38 @@
+"""Supervised fine-tuning (SFT) of a causal LM on (prompt, completion) rows: the usual first
+stage before preference optimization (Ouyang et al., 2022; the reference model of DPO)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from policylab.modules.preference.lm import LanguageModelModule
+from policylab.nn.sequence import completion_log_probs
+
+
+class SFT(LanguageModelModule):
+    """Minimizes the mean negative log-likelihood of the completion tokens given the prompt
+    (prompt tokens and padding are masked out). Logs ``train/loss`` and ``train/token_accuracy``
+    (greedy next-token accuracy on completion tokens), and the same under ``val/``."""
+
+    def __init__(self, model: Any, lr: float = 1e-5, weight_decay: float = 0.0) -> None:
+        super().__init__(model, lr, weight_decay)
+        self.save_hyperparameters(ignore=[] if isinstance(model, str) else ["model"])
+
+    def _step(self, batch: dict, prefix: str) -> Tensor:
+        logits = self.policy(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        log_probs, tokens = completion_log_probs(logits, batch["input_ids"], batch["completion_mask"])
+        loss = -log_probs.sum() / tokens.sum()
+        with torch.no_grad():
+            hits = (logits[:, :-1].argmax(-1) == batch["input_ids"][:, 1:]).float() * batch["completion_mask"][:, 1:]
+        self.log_dict({f"{prefix}/loss": loss, f"{prefix}/token_accuracy": hits.sum() / tokens.sum()},
+                      batch_size=batch["input_ids"].shape[0], prog_bar=prefix == "train")
+        return loss
+
+    def training_step(self, batch: dict, batch_idx: int) -> Tensor:
+        return self._step(batch, "train")
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self._step(batch, "val")
