@@ -10,7 +10,7 @@ STAMP := $(VENV)/.policylab-installed
 # The tests also cover the language-model code, so they install its extras (transformers, ...).
 TEST_STAMP := $(VENV)/.policylab-test-installed
 
-.PHONY: install run test dataset clean-venv
+.PHONY: install run test dataset arithmetic clean-venv
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -35,6 +35,10 @@ $(TEST_STAMP): $(STAMP)
 # The main job trains on the Hopper medium-replay set shipped in policylab/data/hopper: no download.
 run: $(STAMP)
 	$(PY) cli.py fit --config configs/a2pr_hopper.yaml
+
+# The addition task of the language-model configs: tokenizer, initial tiny LM, SFT rows, pairs, eval prompts.
+arithmetic: $(TEST_STAMP)
+	$(PY) -m policylab.tasks.arithmetic --out data/arithmetic
 
 # Regenerate the random and medium Hopper sets (1M steps each, D4RL's size) from the shipped policies.
 dataset: $(STAMP)

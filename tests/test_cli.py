@@ -28,20 +28,32 @@ def _ok(result):
     return result
 
 
-def tiny_overrides(config: Path) -> list[str]:
-    """What makes a config small besides TINY: online methods collect little before learning."""
+def tiny_overrides(config: Path, folder: Path) -> list[str]:
+    """What makes a config small besides TINY: online methods collect little before learning;
+    language-model configs get a small addition task written into the run folder (their paths
+    are relative to it), and DPO starts from the initial model instead of an SFT run."""
     text = config.read_text()
     overrides = []
     if "EnvInteraction" in text:
         overrides += ["--trainer.callbacks.init_args.random_steps", "200"]
     if "ReplayBufferDataModule" in text:
         overrides += ["--data.init_args.capacity", "5000"]
+    if "data/arithmetic" in text:
+        pytest.importorskip("transformers", reason="the language-model extras (pip install -e '.[lm]')")
+        import subprocess
+        import sys
+
+        subprocess.run([sys.executable, "-m", "policylab.tasks.arithmetic", "--out", "data/arithmetic", "--sft-rows", "256",
+                        "--pairs", "256", "--eval-rows", "16"], cwd=folder, check=True, capture_output=True)
+        overrides += ["--trainer.callbacks.init_args.every_n_steps", "50"]
+        if "DPO" in text:
+            overrides += ["--model.init_args.model", "data/arithmetic/model"]
     return overrides
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=[c.stem for c in CONFIGS])
 def test_every_config_runs_tiny(config, tmp_path):
-    _ok(run_cli("fit", "--config", str(config), "--trainer.max_steps", "100", *tiny_overrides(config), *TINY, cwd=tmp_path))
+    _ok(run_cli("fit", "--config", str(config), "--trainer.max_steps", "100", *tiny_overrides(config, tmp_path), *TINY, cwd=tmp_path))
     assert list(tmp_path.glob("runs/*/version_0/checkpoints/last.ckpt"))
 
 
