@@ -34,4 +34,12 @@ class LanguageModelModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         log_dir = self.trainer.log_dir if self._trainer is not None else None
         if log_dir and self.trainer.is_global_zero:
-            self.policy.save_pretrained(str(Path(log_dir) / "hf_model"))
+            from transformers.utils import logging as hf_logging
+
+            bars = hf_logging.is_progress_bar_enabled()
+            hf_logging.disable_progress_bar()  # no "Writing model shards" bar at every checkpoint
+            try:
+                self.policy.save_pretrained(str(Path(log_dir) / "hf_model"))
+            finally:
+                if bars:
+                    hf_logging.enable_progress_bar()
