@@ -51,3 +51,19 @@ def test_data_has_the_stated_quality_and_is_seeded(tmp_path):
     path = write_jsonl(pairs[:3], tmp_path / "pairs.jsonl")
     assert [json.loads(line) for line in path.read_text().splitlines()] == pairs[:3]
     assert not (tmp_path / "pairs.jsonl.tmp").exists()
+
+
+def test_dropped_carry_mistakes_are_systematic():
+    from policylab.tasks.arithmetic import dropped_carry_sum
+
+    assert dropped_carry_sum(37, 45) == 72 and dropped_carry_sum(99, 1) == 90 and dropped_carry_sum(12, 30) == 42
+    task = AdditionTask(seed=3, mistake="dropped_carry")
+    rows = task.sft_rows(500, correct_fraction=0.0)
+    for row in rows:
+        a, b = (int(x) for x in row["prompt"].rstrip("=").split("+"))
+        if dropped_carry_sum(a, b) != a + b:
+            assert int(row["completion"]) == dropped_carry_sum(a, b)
+        else:
+            assert not is_correct(row["prompt"], row["completion"])
+    with pytest.raises(ValueError, match="mistake must be"):
+        AdditionTask(mistake="typo")

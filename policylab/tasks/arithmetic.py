@@ -73,24 +73,48 @@ def build_model(
     return model
 
 
+def dropped_carry_sum(a: int, b: int) -> int:
+    """``a + b`` computed digit by digit with every carry forgotten (37 + 45 -> 72): the
+    systematic mistake of the ``mistake="dropped_carry"`` task."""
+    total, place = 0, 1
+    while a or b:
+        total += ((a % 10 + b % 10) % 10) * place
+        a, b, place = a // 10, b // 10, place * 10
+    return total
+
+
 @dataclass
 class AdditionTask:
-    """Sums of two integers in ``[0, max_operand]``; every random choice comes from ``seed``."""
+    """Sums of two integers in ``[0, max_operand]``; every random choice comes from ``seed``.
+
+    ``mistake`` sets what a wrong answer is: ``"random"`` (off by a small amount, so the right
+    answer stays the most frequent one) or ``"dropped_carry"`` (the sum with carries forgotten
+    wherever the problem has a carry, else a random offset): a systematic error that a model
+    trained on enough such rows learns as the answer.
+    """
 
     max_operand: int = 99
     seed: int = 0
+    mistake: str = "random"
 
     def __post_init__(self) -> None:
+        if self.mistake not in ("random", "dropped_carry"):
+            raise ValueError(f"mistake must be 'random' or 'dropped_carry', got {self.mistake!r}")
         self._rng = random.Random(self.seed)
 
     def problem(self) -> tuple[str, str]:
         a, b = self._rng.randint(0, self.max_operand), self._rng.randint(0, self.max_operand)
         return f"{a}+{b}=", str(a + b)
 
-    def wrong_answer(self, answer: str) -> str:
+    def wrong_answer(self, answer: str, prompt: str | None = None) -> str:
         """A plausible mistake: off by 1 to 10, or by ten in one digit; never the right answer
-        and never negative."""
+        and never negative. With ``mistake="dropped_carry"`` and a ``prompt`` that has a carry,
+        the sum without carries."""
         value = int(answer)
+        if self.mistake == "dropped_carry" and prompt is not None:
+            a, b = (int(x) for x in prompt.rstrip("=").split("+"))
+            if (wrong := dropped_carry_sum(a, b)) != value:
+                return str(wrong)
         while True:
             wrong = value + self._rng.choice([-1, 1]) * self._rng.choice([1, 1, 2, 3, 5, 10, 10])
             if wrong >= 0 and wrong != value:
@@ -101,7 +125,7 @@ class AdditionTask:
         rows = []
         for _ in range(n):
             prompt, answer = self.problem()
-            completion = answer if self._rng.random() < correct_fraction else self.wrong_answer(answer)
+            completion = answer if self._rng.random() < correct_fraction else self.wrong_answer(answer, prompt)
             rows.append({"prompt": prompt, "completion": completion})
         return rows
 
@@ -112,7 +136,7 @@ class AdditionTask:
         rows = []
         for _ in range(n):
             prompt, answer = self.problem()
-            chosen, rejected = answer, self.wrong_answer(answer)
+            chosen, rejected = answer, self.wrong_answer(answer, prompt)
             flipped = self._rng.random() < flip_rate
             if flipped:
                 chosen, rejected = rejected, chosen
@@ -155,12 +179,13 @@ def main() -> None:
     parser.add_argument("--correct-fraction", type=float, default=0.5)
     parser.add_argument("--pairs", type=int, default=20_000)
     parser.add_argument("--flip-rate", type=float, default=0.0)
+    parser.add_argument("--mistake", choices=["random", "dropped_carry"], default="random")
     parser.add_argument("--eval-rows", type=int, default=500)
     args = parser.parse_args()
     out = Path(args.out)
     build_tokenizer(out / "tokenizer")
     build_model(out / "model", seed=args.seed)
-    task = AdditionTask(seed=args.seed)
+    task = AdditionTask(seed=args.seed, mistake=args.mistake)
     write_jsonl(task.sft_rows(args.sft_rows, args.correct_fraction), out / "sft.jsonl")
     write_jsonl(task.preference_rows(args.pairs, args.flip_rate), out / "pairs.jsonl")
     write_jsonl(task.eval_rows(args.eval_rows), out / "eval.jsonl")
