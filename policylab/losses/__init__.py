@@ -15,7 +15,13 @@ from policylab.losses.preference import (
     simpo_loss,
     sppo_loss,
 )
-from policylab.losses.sac import sac_actor_loss, sac_critic_target, sac_temperature_loss, squashed_gaussian_log_prob
+from policylab.losses.sac import (
+    gaussian_log_density,
+    sac_actor_loss,
+    sac_critic_target,
+    sac_temperature_loss,
+    squashed_gaussian_log_prob,
+)
 from policylab.losses.td3 import clipped_double_q_target, ensemble_mse_loss, smoothed_target_action
 from policylab.losses.td3bc import q_scale, td3bc_actor_loss
 
@@ -30,6 +36,7 @@ __all__ = [
     "dpo_loss",
     "ensemble_mse_loss",
     "expectile_loss",
+    "gaussian_log_density",
     "hinge_loss",
     "ipo_loss",
     "iql_q_target",

@@ -11,6 +11,12 @@ from torch import Tensor
 _LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
 
 
+def gaussian_log_density(x: Tensor, mean: Tensor, log_std: Tensor) -> Tensor:
+    """Elementwise ``log N(x; mean, exp(log_std)^2)`` of a diagonal Gaussian (sum over the last
+    dimension for the density of a vector); closed form, no argument validation."""
+    return -0.5 * ((x - mean) * (-log_std).exp()).pow(2) - log_std - _LOG_SQRT_2PI
+
+
 def squashed_gaussian_log_prob(pre_tanh: Tensor, mean: Tensor, log_std: Tensor, max_action: float = 1.0) -> Tensor:
     """``log pi(a|s)`` of ``a = max_action * tanh(u)``, ``u ~ N(mean, exp(log_std)^2)``, summed over
     action dimensions (paper, appendix C):
@@ -18,7 +24,7 @@ def squashed_gaussian_log_prob(pre_tanh: Tensor, mean: Tensor, log_std: Tensor, 
     ``log N(u; mean, std) - sum_i log(max_action * (1 - tanh(u_i)^2))``, with the stable form
     ``log(1 - tanh(u)^2) = 2 * (log 2 - u - softplus(-2u))``.
     """
-    gaussian = -0.5 * ((pre_tanh - mean) * (-log_std).exp()).pow(2) - log_std - _LOG_SQRT_2PI
+    gaussian = gaussian_log_density(pre_tanh, mean, log_std)
     log_jacobian = 2.0 * (math.log(2.0) - pre_tanh - F.softplus(-2.0 * pre_tanh)) + math.log(max_action)
     return (gaussian - log_jacobian).sum(dim=-1)
 

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import math
-
 from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
 
-from policylab.losses.sac import squashed_gaussian_log_prob
+from policylab.losses.sac import gaussian_log_density, squashed_gaussian_log_prob
 from policylab.nn.mlp import mlp
 
 
@@ -95,8 +93,7 @@ class GaussianActor(nn.Module):
         density in closed form (``torch.distributions`` would validate its arguments with a
         host-device sync on every call)."""
         log_std = self.log_std.clamp(self.log_std_min, self.log_std_max)
-        z = (action - self.mean(obs)) * torch.exp(-log_std)
-        return (-0.5 * z.pow(2) - log_std).sum(-1) - 0.5 * math.log(2 * math.pi) * action.shape[-1]
+        return gaussian_log_density(action, self.mean(obs), log_std).sum(-1)
 
     def sample(self, obs: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """A sample clipped to the action box (online exploration)."""
