@@ -123,8 +123,9 @@ class RLModule(L.LightningModule):
 
     def actor_update_due(self, step: int) -> bool:
         """Whether the step ``step`` (the global step before it) updates the actor and the target
-        networks; methods with delayed actor updates override this."""
-        return True
+        networks: every ``policy_freq``-th step for methods with that hyperparameter (TD3's
+        delayed actor updates), else every step."""
+        return (step + 1) % self.hparams.get("policy_freq", 1) == 0
 
     def training_step(self, batch, batch_idx: int) -> None:
         step, log = self.global_step, self.should_log()
@@ -133,9 +134,8 @@ class RLModule(L.LightningModule):
             metrics = self._graphed_update(batch, update_actor, log)
         else:
             metrics = self.update(batch, update_actor, log)
-        schedules = self.lr_schedulers()
-        for schedule in schedules if isinstance(schedules, list) else [schedules] if schedules is not None else []:
-            schedule.step()
+        for config in self.trainer.lr_scheduler_configs:
+            config.scheduler.step()
         if log and metrics:
             self.check_finite(**metrics)
             self.log_dict(metrics)
@@ -163,8 +163,6 @@ class RLModule(L.LightningModule):
         """:meth:`update` as replays of recorded CUDA graphs, one per (update_actor, log); the
         batch is copied into the graph's input tensors. The first steps run eagerly on a side
         stream, as CUDA graph recording requires."""
-        if self.lr_schedulers() is not None:
-            raise ValueError(f"{type(self).__name__}: cuda_graph=True does not support learning-rate schedules (they would be frozen in the graph)")
         if self._graph_warmup_left > 0:
             self._graph_warmup_left -= 1
             side = torch.cuda.Stream()
@@ -175,6 +173,8 @@ class RLModule(L.LightningModule):
             return metrics
         key = (update_actor, log)
         if key not in self._graphs:
+            if self.trainer.lr_scheduler_configs:
+                raise ValueError(f"{type(self).__name__}: cuda_graph=True does not support learning-rate schedules (they would be frozen in the graph)")
             for optimizer in self.trainer.optimizers:  # fused Adam keeps its step count on the device
                 for group in optimizer.param_groups:
                     group["capturable"] = True

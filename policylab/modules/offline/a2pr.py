@@ -123,9 +123,6 @@ class A2PR(RLModule):
         return -lam * q_pi.mean() + bc, lam, bc, (q_recon >= q_data).float().mean()
 
     # ----------------------------------------------------------------- steps
-    def actor_update_due(self, step: int) -> bool:
-        return (step + 1) % self.hparams.policy_freq == 0
-
     def update(self, batch: TransitionBatch, update_actor: bool, log: bool) -> dict[str, Tensor]:
         """Critics (the counted step), value, VAE; every ``policy_freq`` steps the actor and targets."""
         critic_opt, value_opt, vae_opt, actor_opt = self.optimizers()

@@ -85,9 +85,6 @@ class TD3BC(RLModule):
         return loss, lam, (pi.detach() - batch.action).pow(2).mean()
 
     # ----------------------------------------------------------------- steps
-    def actor_update_due(self, step: int) -> bool:
-        return (step + 1) % self.hparams.policy_freq == 0
-
     def update(self, batch: TransitionBatch, update_actor: bool, log: bool) -> dict[str, Tensor]:
         """Critic step (the counted one); every ``policy_freq`` steps the actor and the targets."""
         critic_opt, actor_opt = self.optimizers()
