@@ -17,6 +17,7 @@ from policylab.losses.preference import (
     nca_loss,
     robust_dpo_loss,
     rpo_loss,
+    sem_dpo_loss,
     semantic_weight,
     simpo_loss,
     sppo_loss,
@@ -147,3 +148,10 @@ def test_semantic_weight_is_one_for_same_direction_and_exp_minus_alpha_for_ortho
     weight = semantic_weight(prompt, chosen, alpha=0.5)
     assert weight.tolist() == pytest.approx([1.0, math.exp(-0.5), math.exp(-1.0)])
     assert not weight.requires_grad
+
+
+def test_sem_dpo_weights_dpo_by_the_distance():
+    chosen, rejected = ratios()
+    distance = torch.tensor([0.0, 0.5, 1.0, 2.0], dtype=torch.float64)
+    expected = [math.exp(-0.5 * d) * softplus_neg(0.1 * h) for d, h in zip(distance.tolist(), h_values())]
+    assert sem_dpo_loss(chosen, rejected, distance, beta=0.1, alpha=0.5).tolist() == pytest.approx(expected, rel=1e-12)

@@ -117,8 +117,19 @@ def semantic_weight(prompt_embedding: Tensor, chosen_embedding: Tensor, alpha: f
     cosine distance ``d = 1 - cos(e(x), e(y_w))`` between sentence embeddings of the prompt and
     the winning response; constant with respect to the policy (detached). The Sem-DPO loss is
     this weight times :func:`dpo_loss`."""
-    distance = 1.0 - F.cosine_similarity(prompt_embedding, chosen_embedding, dim=-1)
+    return _distance_weight(1.0 - F.cosine_similarity(prompt_embedding, chosen_embedding, dim=-1), alpha)
+
+
+def _distance_weight(distance: Tensor, alpha: float) -> Tensor:
     return torch.exp(-alpha * distance).detach()
+
+
+def sem_dpo_loss(
+    chosen_ratio: Tensor, rejected_ratio: Tensor, semantic_distance: Tensor, beta: float = 0.1, alpha: float = 1.0
+) -> Tensor:
+    """Sem-DPO from precomputed cosine distances ``d`` (``[B]``, as in :func:`semantic_weight`):
+    ``exp(-alpha * d) * dpo_loss``."""
+    return _distance_weight(semantic_distance, alpha) * dpo_loss(chosen_ratio, rejected_ratio, beta)
 
 
 class RunningMean:

@@ -40,7 +40,7 @@ LOSS_TYPES: dict[str, Callable[[dict, Any], Tensor]] = {
     "sppo": lambda s, m: P.sppo_loss(*_ratios(s), m.hparams.beta, s.get("chosen_win_rate", 1.0), s.get("rejected_win_rate", 0.0)),
     "rpo": lambda s, m: P.rpo_loss(*_ratios(s), -s["chosen"] / s["chosen_tokens"], m.hparams.beta, m.hparams.rpo_alpha),
     "simpo": lambda s, m: P.simpo_loss(s["chosen"] / s["chosen_tokens"], s["rejected"] / s["rejected_tokens"], m.hparams.beta, m.hparams.simpo_gamma),
-    "sem_dpo": lambda s, m: torch.exp(-m.hparams.sem_alpha * s["semantic_distance"]) * P.dpo_loss(*_ratios(s), m.hparams.beta),
+    "sem_dpo": lambda s, m: P.sem_dpo_loss(*_ratios(s), s["semantic_distance"], m.hparams.beta, m.hparams.sem_alpha),
 }
 REFERENCE_FREE = {"simpo"}
 
@@ -73,7 +73,7 @@ class DPO(LanguageModelModule):
     ) -> None:
         if loss_type not in LOSS_TYPES:
             raise ValueError(f"unknown loss_type {loss_type!r}; choose one of {', '.join(sorted(LOSS_TYPES))}")
-        super().__init__(model, lr, weight_decay)
+        super().__init__(model)
         self.save_hyperparameters(ignore=[] if isinstance(model, str) else ["model", "reference_model"])
         self.reference = None
         if loss_type not in REFERENCE_FREE:
@@ -118,8 +118,7 @@ class DPO(LanguageModelModule):
     def _step(self, batch: dict, prefix: str) -> Tensor:
         stats = self.sequence_stats(batch)
         loss = LOSS_TYPES[self.hparams.loss_type](stats, self).mean()
-        chosen_reward = self.hparams.beta * (stats["chosen"] - stats["ref_chosen"]).detach()
-        rejected_reward = self.hparams.beta * (stats["rejected"] - stats["ref_rejected"]).detach()
+        chosen_reward, rejected_reward = (self.hparams.beta * ratio.detach() for ratio in _ratios(stats))
         self.log_dict(
             {
                 f"{prefix}/loss": loss,

@@ -22,9 +22,10 @@ def load_causal_lm(model: Any):
 class LanguageModelModule(L.LightningModule):
     """Base of the preference modules: ``self.policy`` is the trained causal LM. At every
     checkpoint it is also saved with ``save_pretrained`` to ``<run>/hf_model`` (when the run has
-    a log directory), so a later stage (DPO after SFT) or any HF tool can load it by path."""
+    a log directory), so a later stage (DPO after SFT) or any HF tool can load it by path.
+    Subclasses record ``lr`` and ``weight_decay`` as hyperparameters (AdamW reads them there)."""
 
-    def __init__(self, model: Any, lr: float, weight_decay: float) -> None:
+    def __init__(self, model: Any) -> None:
         super().__init__()
         self.policy = load_causal_lm(model)
 

@@ -18,7 +18,7 @@ class SFT(LanguageModelModule):
     (greedy next-token accuracy on completion tokens), and the same under ``val/``."""
 
     def __init__(self, model: Any, lr: float = 1e-5, weight_decay: float = 0.0) -> None:
-        super().__init__(model, lr, weight_decay)
+        super().__init__(model)
         self.save_hyperparameters(ignore=[] if isinstance(model, str) else ["model"])
 
     def _step(self, batch: dict, prefix: str) -> Tensor:
