@@ -35,7 +35,4 @@ class PreferenceDataModule(TokenizedTextDataModule):
         """``input_ids``, ``attention_mask`` and ``completion_mask`` of shape ``[2B, T]`` (chosen
         rows first, then rejected), right-padded, plus each extra field as ``[B]``."""
         sequences = [(r["prompt"], r["chosen"]) for r in rows] + [(r["prompt"], r["rejected"]) for r in rows]
-        batch = self.pad(sequences)
-        for name in self.hparams.extra_fields:
-            batch[name] = torch.tensor([r[name] for r in rows], dtype=torch.float32)
-        return batch
+        return self.batch(sequences, rows)

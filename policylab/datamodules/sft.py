@@ -23,7 +23,4 @@ class SFTDataModule(TokenizedTextDataModule):
         return {"prompt": prompt, "completion": completion} | self.extra_values(row)
 
     def collate(self, rows: list[dict]) -> dict[str, torch.Tensor]:
-        batch = self.pad([(r["prompt"], r["completion"]) for r in rows])
-        for name in self.hparams.extra_fields:
-            batch[name] = torch.tensor([r[name] for r in rows], dtype=torch.float32)
-        return batch
+        return self.batch([(r["prompt"], r["completion"]) for r in rows], rows)

@@ -174,9 +174,9 @@ class TokenizedTextDataModule(L.LightningDataModule):
             self._tokenized["val"] = self._tokenize_file(self.hparams.val_file, "val")
 
     # ----------------------------------------------------------------- batches
-    def pad(self, sequences: list[tuple[list[int], list[int]]]) -> dict[str, torch.Tensor]:
+    def batch(self, sequences: list[tuple[list[int], list[int]]], rows: list[dict]) -> dict[str, torch.Tensor]:
         """Right-padded ``input_ids``, ``attention_mask`` and ``completion_mask`` of (prompt,
-        completion) token lists."""
+        completion) token lists, plus each of ``extra_fields`` of ``rows`` as ``[len(rows)]``."""
         length = max(len(p) + len(c) for p, c in sequences)
         input_ids = torch.full((len(sequences), length), self.tokenizer.pad_token_id, dtype=torch.long)
         attention = torch.zeros((len(sequences), length), dtype=torch.long)
@@ -186,7 +186,10 @@ class TokenizedTextDataModule(L.LightningDataModule):
             input_ids[i, : n + m] = torch.tensor(prompt + answer)
             attention[i, : n + m] = 1
             completion[i, n : n + m] = 1
-        return {"input_ids": input_ids, "attention_mask": attention, "completion_mask": completion}
+        batch = {"input_ids": input_ids, "attention_mask": attention, "completion_mask": completion}
+        for name in self.hparams.extra_fields:
+            batch[name] = torch.tensor([r[name] for r in rows], dtype=torch.float32)
+        return batch
 
     def collate(self, rows: list[dict]) -> dict[str, torch.Tensor]:
         raise NotImplementedError
