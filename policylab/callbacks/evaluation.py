@@ -12,6 +12,16 @@ from policylab.envs.make import check_env_id
 from policylab.envs.scores import normalized_score, reference_scores
 
 
+def log_evaluation(trainer: L.Trainer, pl_module: L.LightningModule, metrics: dict[str, float], prog_bar: bool = False) -> None:
+    """Log the metrics of an evaluation made during training: into ``callback_metrics`` (which
+    feed ModelCheckpoint and the progress bar) and to every logger at this step, whatever
+    ``Trainer(log_every_n_steps)`` is."""
+    for name, value in metrics.items():
+        pl_module.log(name, value, on_step=True, on_epoch=False, logger=False, prog_bar=prog_bar)
+    for logger in trainer.loggers:
+        logger.log_metrics(metrics, step=trainer.global_step)
+
+
 class EnvEvaluation(Callback):
     """Every ``every_n_steps`` training steps, run ``n_episodes`` deterministic episodes and log
     ``eval/return``, ``eval/return_std`` and ``eval/normalized_score`` (D4RL formula).
@@ -73,13 +83,7 @@ class EnvEvaluation(Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if not self._active or not self.every_n_steps or trainer.global_step % self.every_n_steps != 0:
             return
-        metrics = self.evaluate(trainer, pl_module)
-        # callback_metrics feed ModelCheckpoint and the progress bar; loggers get every evaluation,
-        # whatever Trainer(log_every_n_steps) is.
-        for name, value in metrics.items():
-            pl_module.log(name, value, on_step=True, on_epoch=False, logger=False)
-        for logger in trainer.loggers:
-            logger.log_metrics(metrics, step=trainer.global_step)
+        log_evaluation(trainer, pl_module, self.evaluate(trainer, pl_module))
 
     def _evaluate_once(self, trainer, pl_module) -> None:
         for name, value in self.evaluate(trainer, pl_module).items():

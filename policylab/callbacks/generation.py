@@ -10,6 +10,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.trainer.states import TrainerFn
 
+from policylab.callbacks.evaluation import log_evaluation
 from policylab.datamodules.text import read_rows
 
 
@@ -78,10 +79,7 @@ class GreedyAccuracy(Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if not self.every_n_steps or trainer.global_step % self.every_n_steps != 0:
             return
-        accuracy = self.evaluate(trainer, pl_module)
-        pl_module.log("eval/accuracy", accuracy, on_step=True, on_epoch=False, logger=False, prog_bar=True)
-        for logger in trainer.loggers:
-            logger.log_metrics({"eval/accuracy": accuracy}, step=trainer.global_step)
+        log_evaluation(trainer, pl_module, {"eval/accuracy": self.evaluate(trainer, pl_module)}, prog_bar=True)
 
     def on_validation_epoch_end(self, trainer, pl_module) -> None:
         if trainer.state.fn == TrainerFn.VALIDATING:
