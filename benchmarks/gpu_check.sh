@@ -11,11 +11,7 @@ set -uo pipefail
 LOG="${OUT:-/tmp}/gpu_check.log" DETAIL="${OUT:-/tmp}/throughput_full.log"
 exec > >(tee "$LOG") 2>&1
 rm -rf runs
-if ls .whl/*.whl >/dev/null 2>&1; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-  export PYTHONPATH=/tmp/site
-fi
-export PYTHONUNBUFFERED=1 PYTHONPATH="${PYTHONPATH:-}:$PWD" PYTHONWARNINGS=ignore
+source benchmarks/gpu_env.sh
 part() { local limit=$1; shift; echo "== $*"; timeout "$limit" "$@" || echo "!! exit $? from: $*"; }
 quiet() { grep -v -i -E "tip|warn|available|LOCAL_RANK|^ *[|]|Params|params|Modules in|FLOPs|^-|^$" || true; }
 

@@ -12,11 +12,8 @@
 # (the configs as shipped otherwise); A2PR ablations (mask 1, discount 0.99) and TD3+BC with
 # A2PR's network depth, seed 0, to tell why A2PR and TD3+BC differ.
 set -uo pipefail
-if ls .whl/*.whl >/dev/null 2>&1; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-  export PYTHONPATH=/tmp/site
-fi
-export PYTHONUNBUFFERED=1 PYTHONPATH="${PYTHONPATH:-}:$PWD" PYTHONWARNINGS=ignore OMP_NUM_THREADS=1
+source benchmarks/gpu_env.sh
+export OMP_NUM_THREADS=1
 limit=${SECONDS_FOR_RUNS:-400} accelerator=${ACCELERATOR:-gpu} graphs=${CUDA_GRAPH:-true} steps=${MAX_STEPS:-75000} online_from=${START_STEP:-50000}
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 run() {  # run NAME CONFIG SEED ARGS...
