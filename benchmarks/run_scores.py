@@ -25,8 +25,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def finished_step(run_dir: Path) -> int:
-    last = run_dir / "version_0/checkpoints/last.ckpt"
-    return int(torch.load(last, map_location="cpu", weights_only=True)["global_step"]) if last.is_file() else 0
+    """Step of the newest ``last*.ckpt`` (the one ``--ckpt_path last`` resumes), 0 without one."""
+    lasts = sorted((run_dir / "version_0/checkpoints").glob("last*.ckpt"), key=lambda p: p.stat().st_mtime)
+    return int(torch.load(lasts[-1], map_location="cpu", weights_only=True)["global_step"]) if lasts else 0
 
 
 def command(config: str, seed: int, steps: int, out: Path, extra: list[str]) -> list[str]:
@@ -35,7 +36,7 @@ def command(config: str, seed: int, steps: int, out: Path, extra: list[str]) -> 
             "--seed_everything", str(seed), "--trainer.max_steps", str(steps),
             "--trainer.logger.init_args.save_dir", str(out), "--trainer.logger.init_args.name", name,
             "--trainer.logger.init_args.version", "version_0", "--trainer.enable_progress_bar", "false", *extra]
-    if (out / name / "version_0/checkpoints/last.ckpt").is_file():
+    if finished_step(out / name) > 0:
         args += ["--ckpt_path", "last"]
     return args
 

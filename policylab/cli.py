@@ -57,10 +57,11 @@ class PolicylabCLI(LightningCLI):
                 "checkpoint.save_top_k": 1,
                 "checkpoint.filename": "best-{step}",
                 "checkpoint.auto_insert_metric_name": False,
+                # A resumed run writes last.ckpt again rather than last-v1.ckpt beside it.
+                "checkpoint.enable_version_counter": False,
             }
         )
         parser.add_lightning_class_args(EnvEvaluation, "evaluation")
-        parser.link_arguments("evaluation.every_n_steps", "checkpoint.every_n_train_steps")
         parser.add_lightning_class_args(StepProgressBar, "progress_bar")
         parser.add_lightning_class_args(RolloutVideo, "video")
         for name in LINKED_FROM_DATA:
@@ -73,11 +74,15 @@ class PolicylabCLI(LightningCLI):
         return super()._instantiate_trainer(config, callbacks)
 
     def before_instantiate_classes(self) -> None:
-        """With ``--ckpt_path last`` and no explicit logger version, continue in the newest run
+        """Without ``checkpoint.every_n_train_steps``, checkpoint right after each evaluation
+        (``evaluation.every_n_steps``), so that the best checkpoint is chosen on fresh scores.
+        With ``--ckpt_path last`` and no explicit logger version, continue in the newest run
         directory of the logger's name, where ``last.ckpt`` lives."""
         if self.subcommand is None:
             return
         config = self.config[self.subcommand]
+        if config.get("checkpoint") is not None and config.checkpoint.every_n_train_steps is None:
+            config.checkpoint.every_n_train_steps = config.evaluation.every_n_steps or None
         if config.get("ckpt_path") != "last":
             return
         logger = config.trainer.logger

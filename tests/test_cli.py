@@ -5,9 +5,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
 from conftest import ROOT, run_cli
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
 TINY = ["--trainer.log_every_n_steps", "20", "--evaluation.every_n_steps", "100", "--evaluation.n_episodes", "2", "--progress_bar.refresh_rate", "50"]
@@ -45,7 +44,7 @@ def tiny_overrides(config: Path, folder: Path) -> list[str]:
 
         subprocess.run([sys.executable, "-m", "policylab.tasks.arithmetic", "--out", "data/arithmetic", "--sft-rows", "256",
                         "--pairs", "256", "--eval-rows", "16"], cwd=folder, check=True, capture_output=True)
-        overrides += ["--trainer.callbacks.init_args.every_n_steps", "50"]
+        overrides += ["--trainer.callbacks.init_args.every_n_steps", "50", "--checkpoint.every_n_train_steps", "50"]
         if "DPO" in text:
             overrides += ["--model.init_args.model", "data/arithmetic/model"]
     return overrides
@@ -79,10 +78,12 @@ def test_fit_writes_scores_resumes_validates_and_tests(tmp_path, hopper_hdf5):
     assert again.returncode != 0 and "already holds checkpoints" in again.stderr
     assert torch.load(run / "checkpoints/last.ckpt", weights_only=True)["global_step"] == 200
 
-    # Resume the latest run with --ckpt_path last: same directory, the step count goes on.
-    _ok(run_cli("fit", "--config", config, *data, "--trainer.max_steps", "300", "--ckpt_path", "last", *TINY, cwd=tmp_path))
+    # Resume the latest run with --ckpt_path last: same directory, the step count goes on, and
+    # last.ckpt is rewritten (no last-v1.ckpt) even with another checkpoint interval.
+    _ok(run_cli("fit", "--config", config, *data, "--trainer.max_steps", "300", "--ckpt_path", "last", "--checkpoint.every_n_train_steps", "50", *TINY, cwd=tmp_path))
     assert not (tmp_path / "runs/td3bc_hopper/version_1").exists()
     assert torch.load(run / "checkpoints/last.ckpt", weights_only=True)["global_step"] == 300
+    assert sorted(p.name for p in (run / "checkpoints").glob("last*")) == ["last.ckpt"]
     steps = [s for s, _ in _scalars(run)["eval/normalized_score"]]
     assert steps == [100, 200, 300]
 

@@ -13,9 +13,11 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
+from torchmetrics import MeanMetric
 
 from policylab.losses import preference as P
+from policylab.metrics import IdealizedRankingAccuracy, RankingAccuracy, RewardAccuracy
 from policylab.modules.preference.lm import LanguageModelModule, load_causal_lm
 from policylab.nn.sequence import completion_log_probs
 
@@ -80,6 +82,16 @@ class DPO(LanguageModelModule):
             self.reference = load_causal_lm(reference_model) if reference_model is not None else copy.deepcopy(self.policy)
             self.reference.requires_grad_(False).eval()
         self._bco_shift = P.RunningMean()
+        # Validation metrics, accumulated over the whole validation set (and across processes).
+        self.val_metrics = nn.ModuleDict(
+            {
+                "reward_accuracy": RewardAccuracy(),
+                "reward_margin": MeanMetric(),
+                "ranking_accuracy": RankingAccuracy(),
+                "ranking_accuracy_per_token": RankingAccuracy(length_normalized=True),
+                "idealized_ranking_accuracy": IdealizedRankingAccuracy(beta),
+            }
+        )
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -115,28 +127,45 @@ class DPO(LanguageModelModule):
         return P.bco_pair_loss(chosen_ratio, rejected_ratio, beta, delta)
 
     # ----------------------------------------------------------------- steps
-    def _step(self, batch: dict, prefix: str) -> Tensor:
+    def _loss_and_rewards(self, batch: dict) -> tuple[Tensor, dict, Tensor, Tensor]:
         stats = self.sequence_stats(batch)
         loss = LOSS_TYPES[self.hparams.loss_type](stats, self).mean()
         chosen_reward, rejected_reward = (self.hparams.beta * ratio.detach() for ratio in _ratios(stats))
+        return loss, stats, chosen_reward, rejected_reward
+
+    def training_step(self, batch: dict, batch_idx: int) -> Tensor:
+        loss, stats, chosen_reward, rejected_reward = self._loss_and_rewards(batch)
         self.log_dict(
             {
-                f"{prefix}/loss": loss,
-                f"{prefix}/reward_accuracy": (chosen_reward > rejected_reward).float().mean(),
-                f"{prefix}/reward_margin": (chosen_reward - rejected_reward).mean(),
-                f"{prefix}/chosen_reward": chosen_reward.mean(),
-                f"{prefix}/rejected_reward": rejected_reward.mean(),
+                "train/loss": loss,
+                "train/reward_accuracy": (chosen_reward > rejected_reward).float().mean(),
+                "train/reward_margin": (chosen_reward - rejected_reward).mean(),
+                "train/chosen_reward": chosen_reward.mean(),
+                "train/rejected_reward": rejected_reward.mean(),
             },
             batch_size=stats["chosen"].shape[0],
-            prog_bar=prefix == "train",
+            prog_bar=True,
         )
         return loss
 
-    def training_step(self, batch: dict, batch_idx: int) -> Tensor:
-        return self._step(batch, "train")
-
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        self._step(batch, "val")
+        """Loss and the preference metrics of :mod:`policylab.metrics` over the validation set;
+        the idealized ranking accuracy when the rows carry ``preference_probability`` (the
+        fraction of raters preferring the chosen response) and there is a reference."""
+        loss, stats, chosen_reward, rejected_reward = self._loss_and_rewards(batch)
+        m = self.val_metrics
+        m["reward_accuracy"].update(chosen_reward, rejected_reward)
+        m["reward_margin"].update(chosen_reward - rejected_reward)
+        m["ranking_accuracy"].update(stats["chosen"], stats["rejected"])
+        m["ranking_accuracy_per_token"].update(stats["chosen"], stats["rejected"], stats["chosen_tokens"], stats["rejected_tokens"])
+        names = ["reward_accuracy", "reward_margin", "ranking_accuracy", "ranking_accuracy_per_token"]
+        if self.reference is not None and "preference_probability" in stats:
+            m["idealized_ranking_accuracy"].update(stats["ref_chosen"], stats["ref_rejected"], stats["preference_probability"])
+            names.append("idealized_ranking_accuracy")
+        pairs = stats["chosen"].shape[0]
+        self.log("val/loss", loss, batch_size=pairs)
+        for name in names:
+            self.log(f"val/{name}", m[name], batch_size=pairs)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         super().on_save_checkpoint(checkpoint)
