@@ -98,6 +98,7 @@ class TokenizedTextDataModule(L.LightningDataModule):
         self.tokenizer = self._load_tokenizer(tokenizer)
         self.skipped: dict[str, list[tuple[int, str]]] = {}
         self._tokenized: dict[str, list[dict]] = {}
+        self._attached: list[str] = []  # per-row fields added after loading (attach_values)
 
     @staticmethod
     def _load_tokenizer(tokenizer: Any):
@@ -187,9 +188,40 @@ class TokenizedTextDataModule(L.LightningDataModule):
             attention[i, : n + m] = 1
             completion[i, n : n + m] = 1
         batch = {"input_ids": input_ids, "attention_mask": attention, "completion_mask": completion}
-        for name in self.hparams.extra_fields:
+        for name in (*self.hparams.extra_fields, *(n for n in self._attached if n in rows[0])):
             batch[name] = torch.tensor([r[name] for r in rows], dtype=torch.float32)
         return batch
+
+    # ----------------------------------------------------------------- per-row values
+    @property
+    def splits(self) -> list[str]:
+        """The loaded splits (``train``, and ``val`` with a ``val_file``)."""
+        return list(self._tokenized)
+
+    def ordered_dataloader(self, split: str) -> DataLoader:
+        """Every row of ``split`` once, in file order (rows left out as bad are not in it)."""
+        return DataLoader(self._tokenized[split], batch_size=self.hparams.batch_size, collate_fn=self.collate)
+
+    def fingerprint(self, split: str) -> str:
+        """A hash of the token ids of ``split``: changes when the data or tokenization does."""
+        import hashlib
+
+        digest = hashlib.sha256()
+        for row in self._tokenized[split]:
+            digest.update(json.dumps({k: v for k, v in row.items() if k not in self._attached}, sort_keys=True).encode())
+        return digest.hexdigest()[:16]
+
+    def attach_values(self, split: str, values: dict[str, torch.Tensor]) -> None:
+        """Store one value per row of ``split`` (in :meth:`ordered_dataloader` order) under each
+        name; from then on every batch carries them as ``[B]`` tensors like the extra fields."""
+        rows = self._tokenized[split]
+        for name, column in values.items():
+            if len(column) != len(rows):
+                raise ValueError(f"attach_values: {len(column)} values of {name!r} for {len(rows)} rows of {split}")
+            for row, value in zip(rows, column.tolist()):
+                row[name] = value
+            if name not in self._attached:
+                self._attached.append(name)
 
     def collate(self, rows: list[dict]) -> dict[str, torch.Tensor]:
         raise NotImplementedError

@@ -9,12 +9,16 @@ completion log-probs of both, and the selected pairwise loss averaged over pairs
 from __future__ import annotations
 
 import copy
+import hashlib
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
+from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
+from tqdm.auto import tqdm
 
 from policylab.losses import preference as P
 from policylab.metrics import IdealizedRankingAccuracy, RankingAccuracy, RewardAccuracy
@@ -57,6 +61,16 @@ class DPO(LanguageModelModule):
     set it). ``robust`` reads a per-pair ``flip_rate`` field when the batch has one, else
     ``flip_rate``; ``sppo`` reads ``chosen_win_rate`` / ``rejected_win_rate`` when present
     (hard labels otherwise); ``sem_dpo`` needs a ``semantic_distance`` field.
+
+    The reference model, in one of three forms:
+
+    - a frozen copy of the starting policy (default), or ``reference_model`` (name, path, object);
+    - with ``lora`` (``peft.LoraConfig`` arguments) and no ``reference_model``: the policy with
+      its adapters disabled, so the base weights are held once;
+    - ``precompute_reference``: the reference log-probs of every row are computed once when
+      training starts, attached to the rows, and the reference model then leaves the
+      accelerator. With ``reference_cache`` (a folder) they are kept on disk, named by a hash of
+      the data and of the reference weights, and reused by later runs on the same both.
     """
 
     def __init__(
@@ -70,17 +84,24 @@ class DPO(LanguageModelModule):
         simpo_gamma: float = 0.5,
         sem_alpha: float = 1.0,
         reference_model: Any = None,
+        lora: dict[str, Any] | None = None,
+        precompute_reference: bool = False,
+        reference_cache: str | None = None,
         lr: float = 5e-7,
         weight_decay: float = 0.0,
     ) -> None:
         if loss_type not in LOSS_TYPES:
             raise ValueError(f"unknown loss_type {loss_type!r}; choose one of {', '.join(sorted(LOSS_TYPES))}")
-        super().__init__(model)
+        if reference_cache is not None and not precompute_reference:
+            raise ValueError("reference_cache is where precomputed reference log-probs go: set precompute_reference: true")
+        super().__init__(model, lora)
         self.save_hyperparameters(ignore=[] if isinstance(model, str) else ["model", "reference_model"])
+        self.needs_reference = loss_type not in REFERENCE_FREE
         self.reference = None
-        if loss_type not in REFERENCE_FREE:
+        if self.needs_reference and (reference_model is not None or lora is None):
             self.reference = load_causal_lm(reference_model) if reference_model is not None else copy.deepcopy(self.policy)
             self.reference.requires_grad_(False).eval()
+        self._reference_splits: set[str] = set()  # splits whose rows carry reference log-probs
         self._bco_shift = P.RunningMean()
         # Validation metrics, accumulated over the whole validation set (and across processes).
         self.val_metrics = nn.ModuleDict(
@@ -105,20 +126,96 @@ class DPO(LanguageModelModule):
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         return completion_log_probs(logits, batch["input_ids"], batch["completion_mask"])
 
+    @torch.no_grad()
+    def reference_log_probs(self, batch: dict) -> Tensor:
+        """Summed completion log-probs of every row of ``batch`` under the reference: the
+        reference model, or the policy with its LoRA adapters disabled (in eval mode)."""
+        if self.reference is not None:
+            return self._log_probs(self.reference, batch)[0]
+        was_training = self.policy.training
+        self.policy.eval()
+        try:
+            with self.policy.disable_adapter():
+                return self._log_probs(self.policy, batch)[0]
+        finally:
+            self.policy.train(was_training)
+
     def sequence_stats(self, batch: dict) -> dict[str, Tensor]:
         """Summed completion log-probs of policy and reference, split into chosen and rejected
-        halves, with token counts and the batch's extra per-pair fields."""
+        halves, with token counts and the batch's extra per-pair fields. Reference log-probs
+        attached to the rows (``precompute_reference``) are used as they are."""
         logp, tokens = self._log_probs(self.policy, batch)
         pairs = logp.shape[0] // 2
         stats = {"chosen": logp[:pairs], "rejected": logp[pairs:], "chosen_tokens": tokens[:pairs], "rejected_tokens": tokens[pairs:]}
-        if self.reference is not None:
-            with torch.no_grad():
-                ref, _ = self._log_probs(self.reference, batch)
-            stats.update(ref_chosen=ref[:pairs], ref_rejected=ref[pairs:])
-        else:
+        if not self.needs_reference:
             stats.update(ref_chosen=torch.zeros_like(stats["chosen"]), ref_rejected=torch.zeros_like(stats["rejected"]))
+        elif "ref_chosen" not in batch:
+            ref = self.reference_log_probs(batch)
+            stats.update(ref_chosen=ref[:pairs], ref_rejected=ref[pairs:])
         stats.update({k: v for k, v in batch.items() if k not in ("input_ids", "attention_mask", "completion_mask")})
         return stats
+
+    # ----------------------------------------------------------------- precomputed reference
+    def _reference_fingerprint(self) -> str:
+        """A hash of the reference weights (per-tensor sums and sums of squares)."""
+        weights = self.reference.state_dict() if self.reference is not None else self.policy.get_base_model().state_dict()
+        digest = hashlib.sha256()
+        for name, t in weights.items():
+            if "lora_" in name:
+                continue
+            t = t.detach().double()
+            digest.update(f"{name}{tuple(t.shape)}{t.sum().item():.10e}{t.square().sum().item():.10e}".encode())
+        return digest.hexdigest()[:16]
+
+    def _compute_reference(self, datamodule, split: str) -> dict[str, Tensor]:
+        chosen, rejected = [], []
+        for batch in tqdm(datamodule.ordered_dataloader(split), desc=f"reference log-probs ({split})",
+                          disable=not self.trainer.is_global_zero, leave=False):
+            ref = self.reference_log_probs({k: v.to(self.device) for k, v in batch.items()}).float().cpu()
+            pairs = ref.shape[0] // 2
+            chosen.append(ref[:pairs])
+            rejected.append(ref[pairs:])
+        return {"ref_chosen": torch.cat(chosen), "ref_rejected": torch.cat(rejected)}
+
+    def attach_reference_log_probs(self, datamodule, splits: list[str]) -> None:
+        """Compute (or read from ``reference_cache``) the reference log-probs of the rows of
+        ``splits`` of ``datamodule`` and attach them to the rows; then move the reference model
+        off the accelerator."""
+        cache = Path(self.hparams.reference_cache) if self.hparams.reference_cache else None
+        model_hash = self._reference_fingerprint() if cache else ""
+        for split in splits:
+            path = cache / f"reference_logps_{split}_{datamodule.fingerprint(split)}_{model_hash}.pt" if cache else None
+            if path is not None and path.is_file():
+                values = torch.load(path, weights_only=True)
+                rank_zero_info(f"reference log-probs of {split}: read from {path}")
+            else:
+                values = self._compute_reference(datamodule, split)
+                if path is not None and self.trainer.is_global_zero:
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    partial = path.with_suffix(".partial")
+                    torch.save(values, partial)
+                    partial.replace(path)  # never a half-written cache file under the final name
+                    rank_zero_info(f"reference log-probs of {split}: written to {path}")
+            datamodule.attach_values(split, values)
+            self._reference_splits.add(split)
+        if self.reference is not None:
+            self.reference.to("cpu")
+
+    def _precompute(self, splits: list[str]) -> None:
+        if not (self.hparams.precompute_reference and self.needs_reference):
+            return
+        datamodule = self.trainer.datamodule
+        if not hasattr(datamodule, "attach_values"):
+            raise ValueError("precompute_reference needs policylab's PreferenceDataModule (it attaches the values to its rows)")
+        missing = [s for s in splits if s in datamodule.splits and s not in self._reference_splits]
+        if missing:
+            self.attach_reference_log_probs(datamodule, missing)
+
+    def on_fit_start(self) -> None:
+        self._precompute(["train", "val"])
+
+    def on_validation_start(self) -> None:
+        self._precompute(["val"])
 
     def _bco_loss(self, chosen_ratio: Tensor, rejected_ratio: Tensor) -> Tensor:
         beta = self.hparams.beta
@@ -159,7 +256,7 @@ class DPO(LanguageModelModule):
         m["ranking_accuracy"].update(stats["chosen"], stats["rejected"])
         m["ranking_accuracy_per_token"].update(stats["chosen"], stats["rejected"], stats["chosen_tokens"], stats["rejected_tokens"])
         names = ["reward_accuracy", "reward_margin", "ranking_accuracy", "ranking_accuracy_per_token"]
-        if self.reference is not None and "preference_probability" in stats:
+        if self.needs_reference and "preference_probability" in stats:
             m["idealized_ranking_accuracy"].update(stats["ref_chosen"], stats["ref_rejected"], stats["preference_probability"])
             names.append("idealized_ranking_accuracy")
         pairs = stats["chosen"].shape[0]

@@ -19,18 +19,38 @@ def load_causal_lm(model: Any):
     return model
 
 
+def with_lora(model, lora: dict[str, Any]):
+    """``model`` wrapped by PEFT with LoRA adapters (``lora``: ``peft.LoraConfig`` arguments,
+    e.g. ``{"r": 8, "lora_alpha": 16, "target_modules": ["q_proj", "v_proj"]}``): only the
+    adapters train, and ``model.disable_adapter()`` gives back the frozen base."""
+    try:
+        from peft import LoraConfig, get_peft_model
+    except ImportError as err:
+        raise ImportError("lora needs PEFT: pip install peft (or the lm extras)") from err
+    return get_peft_model(model, LoraConfig(task_type="CAUSAL_LM", **lora))
+
+
 class LanguageModelModule(L.LightningModule):
     """Base of the preference modules: ``self.policy`` is the trained causal LM. At every
     checkpoint it is also saved with ``save_pretrained`` to ``<run>/hf_model`` (when the run has
-    a log directory), so a later stage (DPO after SFT) or any HF tool can load it by path.
-    Subclasses record ``lr`` and ``weight_decay`` as hyperparameters (AdamW reads them there)."""
+    a log directory), so a later stage (DPO after SFT) or any HF tool can load it by path (with
+    ``lora``, the adapters are saved, which ``from_pretrained`` loads over their base when PEFT
+    is installed). Subclasses record ``lr`` and ``weight_decay`` as hyperparameters (AdamW reads
+    them there)."""
 
-    def __init__(self, model: Any) -> None:
+    def __init__(self, model: Any, lora: dict[str, Any] | None = None) -> None:
         super().__init__()
         self.policy = load_causal_lm(model)
+        if lora is not None:
+            self.policy = with_lora(self.policy, lora)
+
+    @property
+    def uses_lora(self) -> bool:
+        return hasattr(self.policy, "disable_adapter")
 
     def configure_optimizers(self):
-        return torch.optim.AdamW(self.policy.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        trainable = [p for p in self.policy.parameters() if p.requires_grad]
+        return torch.optim.AdamW(trainable, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         log_dir = self.trainer.log_dir if self._trainer is not None else None

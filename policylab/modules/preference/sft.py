@@ -15,10 +15,11 @@ from policylab.nn.sequence import completion_log_probs
 class SFT(LanguageModelModule):
     """Minimizes the mean negative log-likelihood of the completion tokens given the prompt
     (prompt tokens and padding are masked out). Logs ``train/loss`` and ``train/token_accuracy``
-    (greedy next-token accuracy on completion tokens), and the same under ``val/``."""
+    (greedy next-token accuracy on completion tokens), and the same under ``val/``. ``lora``:
+    train LoRA adapters only (``peft.LoraConfig`` arguments)."""
 
-    def __init__(self, model: Any, lr: float = 1e-5, weight_decay: float = 0.0) -> None:
-        super().__init__(model)
+    def __init__(self, model: Any, lr: float = 1e-5, weight_decay: float = 0.0, lora: dict[str, Any] | None = None) -> None:
+        super().__init__(model, lora)
         self.save_hyperparameters(ignore=[] if isinstance(model, str) else ["model"])
 
     def _step(self, batch: dict, prefix: str) -> Tensor:
