@@ -71,6 +71,9 @@ class DPO(LanguageModelModule):
       training starts, attached to the rows, and the reference model then leaves the
       accelerator. With ``reference_cache`` (a folder) they are kept on disk, named by a hash of
       the data and of the reference weights, and reused by later runs on the same both.
+
+    ``disable_dropout`` (default, as TRL's DPOTrainer): the policy's dropout is off, so that
+    policy and reference log-probs of the same weights agree at the start.
     """
 
     def __init__(
@@ -87,6 +90,7 @@ class DPO(LanguageModelModule):
         lora: dict[str, Any] | None = None,
         precompute_reference: bool = False,
         reference_cache: str | None = None,
+        disable_dropout: bool = True,
         lr: float = 5e-7,
         weight_decay: float = 0.0,
     ) -> None:
@@ -94,7 +98,7 @@ class DPO(LanguageModelModule):
             raise ValueError(f"unknown loss_type {loss_type!r}; choose one of {', '.join(sorted(LOSS_TYPES))}")
         if reference_cache is not None and not precompute_reference:
             raise ValueError("reference_cache is where precomputed reference log-probs go: set precompute_reference: true")
-        super().__init__(model, lora)
+        super().__init__(model, lora, disable_dropout)
         self.save_hyperparameters(ignore=[] if isinstance(model, str) else ["model", "reference_model"])
         self.needs_reference = loss_type not in REFERENCE_FREE
         self.reference = None
@@ -260,7 +264,7 @@ class DPO(LanguageModelModule):
             m["idealized_ranking_accuracy"].update(stats["ref_chosen"], stats["ref_rejected"], stats["preference_probability"])
             names.append("idealized_ranking_accuracy")
         pairs = stats["chosen"].shape[0]
-        self.log("val/loss", loss, batch_size=pairs)
+        self.log("val/loss", loss, batch_size=pairs, sync_dist=True)
         for name in names:
             self.log(f"val/{name}", m[name], batch_size=pairs)
 

@@ -38,9 +38,14 @@ class LanguageModelModule(L.LightningModule):
     is installed). Subclasses record ``lr`` and ``weight_decay`` as hyperparameters (AdamW reads
     them there)."""
 
-    def __init__(self, model: Any, lora: dict[str, Any] | None = None) -> None:
+    def __init__(self, model: Any, lora: dict[str, Any] | None = None, disable_dropout: bool = False) -> None:
         super().__init__()
-        self.policy = load_causal_lm(model)
+        # from_pretrained returns a model in eval mode, and Lightning keeps the modes it finds.
+        self.policy = load_causal_lm(model).train()
+        if disable_dropout:
+            for module in self.policy.modules():
+                if isinstance(module, torch.nn.Dropout):
+                    module.p = 0.0
         if lora is not None:
             self.policy = with_lora(self.policy, lora)
 

@@ -29,7 +29,7 @@ class SFT(LanguageModelModule):
         with torch.no_grad():
             hits = (logits[:, :-1].argmax(-1) == batch["input_ids"][:, 1:]).float() * batch["completion_mask"][:, 1:]
         self.log_dict({f"{prefix}/loss": loss, f"{prefix}/token_accuracy": hits.sum() / tokens.sum()},
-                      batch_size=batch["input_ids"].shape[0], prog_bar=prefix == "train")
+                      batch_size=batch["input_ids"].shape[0], prog_bar=prefix == "train", sync_dist=prefix == "val")
         return loss
 
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:

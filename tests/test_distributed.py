@@ -1,0 +1,43 @@
+"""DDP on two CPU processes through ``python cli.py``: DPO trains, checkpoints once, and its
+validation metrics, gathered from both processes, equal those of one process on the same pairs."""
+
+import re
+
+import pytest
+
+from conftest import ROOT, run_cli
+
+pytest.importorskip("transformers", reason="the language-model extras (pip install -e '.[lm]')")
+
+DDP = ["--trainer.devices", "2", "--trainer.accelerator", "cpu", "--trainer.strategy", "ddp"]
+
+
+def _metric(stdout: str, name: str) -> float:
+    match = re.search(re.escape(name) + r"\s*[│|]\s*([-0-9.e]+)", stdout)
+    assert match, f"{name} not in the printed metrics:\n{stdout[-3000:]}"
+    return float(match.group(1))
+
+
+def test_dpo_under_ddp_on_two_cpu_processes(tmp_path):
+    import subprocess
+    import sys
+
+    subprocess.run([sys.executable, "-m", "policylab.tasks.arithmetic", "--out", "data/arithmetic", "--sft-rows", "64",
+                    "--pairs", "256", "--eval-rows", "16"], cwd=tmp_path, check=True, capture_output=True)
+    config = ["--config", str(ROOT / "configs/dpo_arithmetic.yaml"), "--model.init_args.model", "data/arithmetic/model",
+              "--model.init_args.lr", "1e-3", "--data.init_args.val_file", "data/arithmetic/pairs.jsonl",
+              "--trainer.enable_progress_bar", "false", "--trainer.log_every_n_steps", "5",
+              "--trainer.callbacks.init_args.every_n_steps", "10", "--checkpoint.every_n_train_steps", "10"]
+    fit = run_cli("fit", *config, "--trainer.max_steps", "20", *DDP, cwd=tmp_path, timeout=400)
+    assert fit.returncode == 0, fit.stderr[-4000:]
+    run = tmp_path / "runs/dpo_arithmetic/version_0"
+    assert (run / "checkpoints/last.ckpt").is_file() and (run / "hf_model/config.json").is_file()
+    assert not (tmp_path / "runs/dpo_arithmetic/version_1").exists()  # one run folder for both processes
+
+    ckpt = ["--ckpt_path", str(run / "checkpoints/last.ckpt"), "--trainer.logger", "false"]
+    two = run_cli("validate", *config, *ckpt, *DDP, cwd=tmp_path, timeout=400)
+    one = run_cli("validate", *config, *ckpt, "--trainer.devices", "1", "--trainer.accelerator", "cpu", cwd=tmp_path, timeout=400)
+    assert two.returncode == 0 and one.returncode == 0, (two.stderr[-3000:], one.stderr[-3000:])
+    for name in ("val/reward_accuracy", "val/ranking_accuracy", "val/reward_margin", "val/loss"):
+        assert _metric(two.stdout, name) == pytest.approx(_metric(one.stdout, name), abs=1e-4), name
+    assert _metric(one.stdout, "val/reward_accuracy") > 0.5  # 20 steps at lr 1e-3 learn something
