@@ -30,7 +30,8 @@ def _ok(result):
 def tiny_overrides(config: Path, folder: Path) -> list[str]:
     """What makes a config small besides TINY: online methods collect little before learning;
     language-model configs get a small addition task written into the run folder (their paths
-    are relative to it), and DPO starts from the initial model instead of an SFT run."""
+    are relative to it), and second stages (DPO, reward models) start from the initial model
+    instead of an SFT run."""
     text = config.read_text()
     overrides = []
     if "EnvInteraction" in text:
@@ -43,9 +44,11 @@ def tiny_overrides(config: Path, folder: Path) -> list[str]:
         import sys
 
         subprocess.run([sys.executable, "-m", "policylab.tasks.arithmetic", "--out", "data/arithmetic", "--sft-rows", "256",
-                        "--pairs", "256", "--eval-rows", "16"], cwd=folder, check=True, capture_output=True)
-        overrides += ["--trainer.callbacks.init_args.every_n_steps", "50", "--checkpoint.every_n_train_steps", "50"]
-        if "DPO" in text:
+                        "--pairs", "256", "--eval-rows", "16", "--val-pairs", "64"], cwd=folder, check=True, capture_output=True)
+        if "GreedyAccuracy" in text:
+            overrides += ["--trainer.callbacks.init_args.every_n_steps", "50"]
+        overrides += ["--checkpoint.every_n_train_steps", "50"]
+        if "runs/sft_arithmetic" in text:  # a second stage: start from the initial model instead
             overrides += ["--model.init_args.model", "data/arithmetic/model"]
     return overrides
 

@@ -2,14 +2,13 @@
 batches; masks, truncation, chat templates and extra fields as documented; bad rows named by
 number; padded and unpadded log-probs agree."""
 
-import json
 
 import pytest
 import torch
 
 pytest.importorskip("transformers", reason="the language-model extras (pip install -e '.[lm]')")
 
-from policylab.datamodules import PreferenceDataModule, SFTDataModule, TextDataError  # noqa: E402
+from policylab.datamodules import PreferenceDataModule, TextDataError  # noqa: E402
 from policylab.nn.sequence import completion_log_probs  # noqa: E402
 from policylab.tasks.arithmetic import AdditionTask, build_model, build_tokenizer, write_jsonl  # noqa: E402
 
@@ -117,3 +116,26 @@ def test_log_probs_of_a_row_do_not_depend_on_the_padding_its_batch_needs(tmp_pat
         single = completion_log_probs(model(alone["input_ids"]).logits, alone["input_ids"], alone["completion_mask"])[0]
     order = [0, 2] if both["input_ids"][0, 1] == alone["input_ids"][0, 1] else [1, 3]  # the shuffled position of row 1
     torch.testing.assert_close(padded[order], single, atol=1e-5, rtol=1e-5)
+
+
+def test_semantic_distance_from_an_offline_encoder(tmp_path, tokenizer_dir):
+    """``semantic_model`` adds 1 - cos(mean embedding of prompt, of chosen), checked against one
+    text at a time without padding; a row's own semantic_distance is kept."""
+    from transformers import AutoModel, AutoTokenizer
+
+    build_model(seed=3).save_pretrained(tmp_path / "encoder")  # a folder without a tokenizer
+    data = rows(6)
+    data[0]["semantic_distance"] = 0.75
+    write_jsonl(data, tmp_path / "pairs.jsonl")
+    dm = PreferenceDataModule(str(tmp_path / "pairs.jsonl"), str(tokenizer_dir), batch_size=6, semantic_model=str(tmp_path / "encoder"))
+    dm.setup("fit")
+    batch = next(iter(dm.ordered_dataloader("train")))
+    encoder, tok = AutoModel.from_pretrained(str(tmp_path / "encoder")).eval(), AutoTokenizer.from_pretrained(str(tokenizer_dir))
+
+    def embedding(text):
+        with torch.no_grad():
+            return encoder(input_ids=torch.tensor([tok(text).input_ids])).last_hidden_state[0].mean(0)
+
+    expected = [0.75] + [1 - torch.dot(embedding(r["prompt"]), embedding(r["chosen"])).item()
+                         / (embedding(r["prompt"]).norm() * embedding(r["chosen"]).norm()).item() for r in data[1:]]
+    torch.testing.assert_close(batch["semantic_distance"], torch.tensor(expected), atol=1e-5, rtol=1e-4)

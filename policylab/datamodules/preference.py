@@ -9,15 +9,62 @@ whose chosen and rejected texts are identical is a bad row.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import torch
 
 from policylab.datamodules.text import TokenizedTextDataModule
 
 
 class PreferenceDataModule(TokenizedTextDataModule):
-    """Tokenized preference pairs for :class:`~policylab.modules.preference.DPO` and relatives."""
+    """Tokenized preference pairs for :class:`~policylab.modules.preference.DPO` and relatives.
+
+    ``semantic_model`` (a path or name of a Hugging Face encoder, loaded offline from a local
+    folder): each row gets ``semantic_distance``, the cosine distance between the mean-pooled
+    embeddings of its prompt and its chosen response, which Sem-DPO weights pairs by (the data's
+    tokenizer serves a model folder that has none). Rows that already have a
+    ``semantic_distance`` keep it.
+    """
 
     columns = ("prompt", "chosen", "rejected")
+
+    def __init__(
+        self,
+        train_file: str,
+        tokenizer: Any,
+        val_file: str | None = None,
+        batch_size: int = 32,
+        max_length: int = 512,
+        max_prompt_length: int = 256,
+        extra_fields: Sequence[str] = (),
+        bad_rows: str = "error",
+        seed: int = 0,
+        semantic_model: str | None = None,
+    ) -> None:
+        super().__init__(train_file, tokenizer, val_file, batch_size, max_length, max_prompt_length, extra_fields, bad_rows, seed)
+        self.semantic_model = semantic_model
+
+    @property
+    def row_fields(self) -> list[str]:
+        fields = list(self.hparams.extra_fields)
+        if self.semantic_model is not None and "semantic_distance" not in fields:
+            fields.append("semantic_distance")
+        return fields
+
+    def prepare_rows(self, rows: list[dict]) -> list[dict]:
+        if self.semantic_model is None:
+            return rows
+        from policylab.nn.embedding import SentenceEmbedder, cosine_distance
+
+        todo = [r for r in rows if "semantic_distance" not in r and r.get("prompt") and r.get("chosen")]
+        if todo:
+            embed = SentenceEmbedder(self.semantic_model, tokenizer=self.tokenizer)
+            prompts = embed([self.render(r["prompt"], prompt=True) for r in todo])
+            chosen = embed([self.render(r["chosen"], prompt=False) for r in todo])
+            for row, distance in zip(todo, cosine_distance(prompts, chosen).tolist()):
+                row["semantic_distance"] = distance
+        return rows
 
     def tokenize_row(self, row: dict) -> dict:
         """Token ids of one row; raises ``ValueError`` with the reason for a bad row."""

@@ -145,18 +145,27 @@ class TokenizedTextDataModule(L.LightningDataModule):
 
     def extra_values(self, row: dict) -> dict[str, float]:
         out = {}
-        for name in self.hparams.extra_fields:
+        for name in self.row_fields:
             if name not in row:
                 raise ValueError(f"missing column {name} (named in extra_fields)")
             out[name] = float(row[name])
         return out
+
+    @property
+    def row_fields(self) -> list[str]:
+        """The numeric per-row fields that batches carry: ``extra_fields`` and what a subclass adds."""
+        return list(self.hparams.extra_fields)
+
+    def prepare_rows(self, rows: list[dict]) -> list[dict]:
+        """Rows as read, before tokenization; a subclass may add fields computed from the texts."""
+        return rows
 
     def tokenize_row(self, row: dict) -> dict:
         raise NotImplementedError
 
     def _tokenize_file(self, path: str, split: str) -> list[dict]:
         rows, skipped = [], []
-        for number, row in enumerate(read_rows(path), start=1):
+        for number, row in enumerate(self.prepare_rows(read_rows(path)), start=1):
             try:
                 rows.append(self.tokenize_row(row))
             except (ValueError, TypeError) as err:
@@ -188,7 +197,7 @@ class TokenizedTextDataModule(L.LightningDataModule):
             attention[i, : n + m] = 1
             completion[i, n : n + m] = 1
         batch = {"input_ids": input_ids, "attention_mask": attention, "completion_mask": completion}
-        for name in (*self.hparams.extra_fields, *(n for n in self._attached if n in rows[0])):
+        for name in (*self.row_fields, *(n for n in self._attached if n in rows[0])):
             batch[name] = torch.tensor([r[name] for r in rows], dtype=torch.float32)
         return batch
 

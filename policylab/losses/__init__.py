@@ -16,6 +16,11 @@ from policylab.losses.preference import (
     simpo_loss,
     sppo_loss,
 )
+from policylab.losses.reward import (
+    bradley_terry_loss,
+    general_preference_loss,
+    general_preference_score,
+)
 from policylab.losses.sac import (
     gaussian_log_density,
     sac_actor_loss,
@@ -33,11 +38,14 @@ __all__ = [
     "awr_actor_loss",
     "awr_weights",
     "bco_pair_loss",
+    "bradley_terry_loss",
     "clipped_double_q_target",
     "dpo_loss",
     "ensemble_mse_loss",
     "expectile_loss",
     "gaussian_log_density",
+    "general_preference_loss",
+    "general_preference_score",
     "hinge_loss",
     "ipo_loss",
     "iql_q_target",

@@ -181,6 +181,7 @@ def main() -> None:
     parser.add_argument("--flip-rate", type=float, default=0.0)
     parser.add_argument("--mistake", choices=["random", "dropped_carry"], default="random")
     parser.add_argument("--eval-rows", type=int, default=500)
+    parser.add_argument("--val-pairs", type=int, default=1000, help="held-out pairs with clean labels (val_pairs.jsonl)")
     args = parser.parse_args()
     out = Path(args.out)
     build_tokenizer(out / "tokenizer")
@@ -189,7 +190,9 @@ def main() -> None:
     write_jsonl(task.sft_rows(args.sft_rows, args.correct_fraction), out / "sft.jsonl")
     write_jsonl(task.preference_rows(args.pairs, args.flip_rate), out / "pairs.jsonl")
     write_jsonl(task.eval_rows(args.eval_rows), out / "eval.jsonl")
-    print(f"wrote {out}/tokenizer, {out}/model, sft.jsonl, pairs.jsonl, eval.jsonl")
+    # Drawn last, so the files above are the same with or without them.
+    write_jsonl(task.preference_rows(args.val_pairs), out / "val_pairs.jsonl")
+    print(f"wrote {out}/tokenizer, {out}/model, sft.jsonl, pairs.jsonl, eval.jsonl, val_pairs.jsonl")
 
 
 if __name__ == "__main__":

@@ -127,7 +127,7 @@ class DPO(LanguageModelModule):
     # ----------------------------------------------------------------- log-probs
     @staticmethod
     def _log_probs(model, batch: dict) -> tuple[Tensor, Tensor]:
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).logits
         return completion_log_probs(logits, batch["input_ids"], batch["completion_mask"])
 
     @torch.no_grad()
@@ -236,6 +236,8 @@ class DPO(LanguageModelModule):
 
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
         loss, stats, chosen_reward, rejected_reward = self._loss_and_rewards(batch)
+        if (self.global_step + 1) % self.trainer.log_every_n_steps:
+            return loss  # metrics only on the steps Lightning writes
         self.log_dict(
             {
                 "train/loss": loss,

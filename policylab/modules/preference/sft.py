@@ -23,7 +23,7 @@ class SFT(LanguageModelModule):
         self.save_hyperparameters(ignore=[] if isinstance(model, str) else ["model"])
 
     def _step(self, batch: dict, prefix: str) -> Tensor:
-        logits = self.policy(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        logits = self.policy(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).logits
         log_probs, tokens = completion_log_probs(logits, batch["input_ids"], batch["completion_mask"])
         loss = -log_probs.sum() / tokens.sum()
         with torch.no_grad():
