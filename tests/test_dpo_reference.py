@@ -108,3 +108,23 @@ def test_attach_values_checks_the_row_count(files):
     dm.setup("fit")
     with pytest.raises(ValueError, match="3 values of 'ref_chosen' for 1500 rows of train"):
         dm.attach_values("train", {"ref_chosen": torch.zeros(3)})
+
+
+def test_a_lora_run_saves_its_adapters_that_load_back(files, tmp_path):
+    from lightning.pytorch.loggers import CSVLogger
+    from peft import PeftModel
+
+    model = DPO(build_model(seed=0), lora=LORA, lr=5e-3)
+    trainer = L.Trainer(max_steps=3, logger=CSVLogger(tmp_path), enable_progress_bar=False, enable_model_summary=False,
+                        num_sanity_val_steps=0, limit_val_batches=0)
+    trainer.fit(model, _dm(files))
+    trainer.save_checkpoint(tmp_path / "model.ckpt")
+    saved = tmp_path / "lightning_logs/version_0/hf_model"
+    assert (saved / "adapter_config.json").is_file()
+    loaded = PeftModel.from_pretrained(build_model(seed=0), str(saved)).eval()
+    dm = _dm(files)
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    model.policy.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(DPO._log_probs(loaded, batch)[0], DPO._log_probs(model.policy, batch)[0])

@@ -57,6 +57,13 @@ class LanguageModelModule(L.LightningModule):
         trainable = [p for p in self.policy.parameters() if p.requires_grad]
         return torch.optim.AdamW(trainable, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
 
+    def checkpoint_weights(self, checkpoint: dict, prefix: str) -> dict[str, torch.Tensor] | None:
+        """The weights under ``prefix`` (e.g. ``"policy."``) from the checkpoint being written,
+        which holds full tensors under every strategy (FSDP gathers them on rank 0); None when
+        the checkpoint has no such entries."""
+        state = {k[len(prefix) :]: v for k, v in checkpoint.get("state_dict", {}).items() if k.startswith(prefix)}
+        return state or None
+
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         log_dir = self.trainer.log_dir if self._trainer is not None else None
         if log_dir and self.trainer.is_global_zero:
@@ -65,7 +72,7 @@ class LanguageModelModule(L.LightningModule):
             bars = hf_logging.is_progress_bar_enabled()
             hf_logging.disable_progress_bar()  # no "Writing model shards" bar at every checkpoint
             try:
-                self.policy.save_pretrained(str(Path(log_dir) / "hf_model"))
+                self.policy.save_pretrained(str(Path(log_dir) / "hf_model"), state_dict=self.checkpoint_weights(checkpoint, "policy."))
             finally:
                 if bars:
                     hf_logging.enable_progress_bar()

@@ -67,7 +67,8 @@ class HeadOnLanguageModel(LanguageModelModule):
             folder = Path(log_dir) / "hf_model"
             folder.mkdir(parents=True, exist_ok=True)
             tmp = folder / (self.head_file + ".tmp")
-            torch.save({k: v.detach().cpu() for k, v in self.head.state_dict().items()}, tmp)
+            head = self.checkpoint_weights(checkpoint, "head.") or self.head.state_dict()
+            torch.save({k: v.detach().cpu() for k, v in head.items()}, tmp)
             tmp.replace(folder / self.head_file)
 
     @staticmethod
