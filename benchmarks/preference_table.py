@@ -4,8 +4,9 @@
     python benchmarks/preference_table.py --seeds 0 1 2 --out data/bench/lm            # the table
     python benchmarks/preference_table.py --seeds 0 1 2 --out data/bench/lm --flip-rate 0.2 --losses sigmoid robust
 
-Per seed, ``<out>/seed<k>/`` holds the task written with that seed (SFT rows 30% right and 70%
-with the dropped-carry sum, so SFT learns a wrong answer that the pairs correct), the SFT run
+Per seed, ``<out>/seed<k>/`` holds the task written with that seed (by default SFT rows 30% right
+and 70% with the dropped-carry sum, so SFT learns a wrong answer that the pairs correct;
+``--correct-fraction 0.5`` makes right and wrong equally frequent instead), the SFT run
 and one run per loss (``runs/dpo_<loss>[_flip<rate>]``). ``--flip-rate`` swaps that fraction of
 the pairs (the SFT model is shared). Finished runs are read, unfinished ones resumed, so the
 command can be repeated after an interruption. Accuracy is ``eval/accuracy`` of
@@ -77,14 +78,16 @@ def main() -> None:
     parser.add_argument("--sft-steps", type=int, default=3000)
     parser.add_argument("--dpo-steps", type=int, default=1500)
     parser.add_argument("--flip-rate", type=float, default=0.0)
+    parser.add_argument("--correct-fraction", type=float, default=0.3, help="right answers among the SFT rows")
     parser.add_argument("--lr", type=float, help="one learning rate for every loss instead of SETTINGS' (runs named _lr<lr>)")
+    parser.add_argument("--beta", type=float, help="one beta for every loss instead of SETTINGS' (runs named _beta<beta>)")
     args = parser.parse_args()
 
     table: dict[str, list[float]] = {}
     for seed in args.seeds:
         folder = Path(args.out) / f"seed{seed}"
         folder.mkdir(parents=True, exist_ok=True)
-        task = ["-m", "policylab.tasks.arithmetic", "--seed", str(seed), "--mistake", "dropped_carry", "--correct-fraction", "0.3"]
+        task = ["-m", "policylab.tasks.arithmetic", "--seed", str(seed), "--mistake", "dropped_carry", "--correct-fraction", str(args.correct_fraction)]
         if not (folder / "data/arithmetic/eval.jsonl").is_file():
             run([*task, "--out", "data/arithmetic"], folder, folder / "task.log")
         pairs, suffix = "data/arithmetic/pairs.jsonl", ""
@@ -96,13 +99,18 @@ def main() -> None:
         table.setdefault("SFT", []).append(fit("sft_arithmetic.yaml", "sft_arithmetic", args.sft_steps, seed, folder, []))
         for loss in args.losses:
             lr, beta = SETTINGS[loss]
+            name = f"dpo_{loss}{suffix}"
             if args.lr:
-                lr, suffix = args.lr, f"{suffix.split('_lr')[0]}_lr{args.lr:g}"
+                lr, name = args.lr, f"{name}_lr{args.lr:g}"
+            if args.beta:
+                beta, name = args.beta, f"{name}_beta{args.beta:g}"
             extra = ["--model.init_args.loss_type", loss, "--model.init_args.lr", str(lr), "--model.init_args.beta", str(beta),
                      "--data.init_args.train_file", pairs]
+            if (folder / "data/arithmetic/val_pairs.jsonl").is_file():  # ranking metrics on held-out pairs
+                extra += ["--data.init_args.val_file", "data/arithmetic/val_pairs.jsonl"]
             if loss == "robust" and args.flip_rate:
                 extra += ["--model.init_args.flip_rate", str(args.flip_rate)]
-            table.setdefault(loss, []).append(fit("dpo_arithmetic.yaml", f"dpo_{loss}{suffix}", args.dpo_steps, seed, folder, extra))
+            table.setdefault(loss, []).append(fit("dpo_arithmetic.yaml", name, args.dpo_steps, seed, folder, extra))
 
     print(f"\n| method | greedy accuracy, mean +- std ({len(args.seeds)} seeds) | per seed | vs SFT |")
     print("|---|---|---|---|")

@@ -12,6 +12,7 @@ from lightning.pytorch.trainer.states import TrainerFn
 
 from policylab.callbacks.evaluation import log_evaluation
 from policylab.datamodules.text import read_rows
+from policylab.metrics import WinRate
 
 
 def import_object(dotted: str) -> Callable:
@@ -28,7 +29,12 @@ class GreedyAccuracy(Callback):
     ``prompt`` of each row of ``eval_file`` greedily with the module's ``policy`` (at most
     ``max_new_tokens`` new tokens) and log the fraction that ``judge(prompt, answer)`` accepts
     as ``eval/accuracy``. ``judge`` is a dotted path (default: the addition task's).
-    ``every_n_steps: 0`` evaluates only in ``validate``/``test``."""
+    ``every_n_steps: 0`` evaluates only in ``validate``/``test``.
+
+    During ``fit`` it also logs ``eval/win_rate``: how often the current answer beats the
+    answer the model gave to the same prompt when training started (judge scores compared,
+    ties count half; :class:`policylab.metrics.WinRate`). A resumed run compares with the
+    model it resumed from."""
 
     def __init__(
         self,
@@ -47,6 +53,8 @@ class GreedyAccuracy(Callback):
         self.judge = import_object(judge)
         self.every_n_steps, self.max_new_tokens, self.batch_size = every_n_steps, max_new_tokens, batch_size
         self.last_accuracy: float | None = None
+        self.start_scores: torch.Tensor | None = None  # judge scores of the answers at fit start
+        self._last_scores: torch.Tensor | None = None
 
     @torch.no_grad()
     def answers(self, policy, tokenizer) -> list[str]:
@@ -66,20 +74,34 @@ class GreedyAccuracy(Callback):
             tokenizer.padding_side = side
         return out
 
-    def evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule) -> float:
+    def scores(self, trainer: L.Trainer, pl_module: L.LightningModule) -> torch.Tensor:
+        """The judge's verdict (1 or 0) on the current greedy answer to every prompt."""
         was_training = pl_module.training
         pl_module.eval()
         try:
             answers = self.answers(pl_module.policy, trainer.datamodule.tokenizer)
         finally:
             pl_module.train(was_training)
-        self.last_accuracy = sum(bool(self.judge(p, a)) for p, a in zip(self.prompts, answers)) / len(self.prompts)
+        return torch.tensor([float(bool(self.judge(p, a))) for p, a in zip(self.prompts, answers)])
+
+    def evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule) -> float:
+        scores = self.scores(trainer, pl_module)
+        self.last_accuracy = scores.mean().item()
+        self._last_scores = scores
         return self.last_accuracy
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        self.start_scores = self.scores(trainer, pl_module)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if not self.every_n_steps or trainer.global_step % self.every_n_steps != 0:
             return
-        log_evaluation(trainer, pl_module, {"eval/accuracy": self.evaluate(trainer, pl_module)}, prog_bar=True)
+        metrics = {"eval/accuracy": self.evaluate(trainer, pl_module)}
+        if self.start_scores is not None:
+            win_rate = WinRate()
+            win_rate.update(self._last_scores, self.start_scores)
+            metrics["eval/win_rate"] = win_rate.compute().item()
+        log_evaluation(trainer, pl_module, metrics, prog_bar=True)
 
     def on_validation_epoch_end(self, trainer, pl_module) -> None:
         if trainer.state.fn == TrainerFn.VALIDATING:
