@@ -52,3 +52,26 @@ def test_padding_does_not_leak():
 def test_shape_mismatch_is_named():
     with pytest.raises(ValueError, match="must agree"):
         completion_log_probs(torch.zeros(1, 4, 3), torch.zeros(1, 5, dtype=torch.long), torch.zeros(1, 5))
+
+
+def test_the_forward_keeps_only_completion_logits_and_gives_the_same_sums():
+    pytest.importorskip("transformers", reason="the language-model extras (pip install -e '.[lm]')")
+    from policylab.nn.sequence import model_completion_log_probs
+    from policylab.tasks.arithmetic import build_model
+
+    model = build_model(seed=0).eval()
+    torch.manual_seed(0)
+    ids = torch.randint(3, 17, (3, 9))
+    attention = torch.ones_like(ids)
+    attention[2, 7:] = 0
+    completion = torch.zeros_like(ids)
+    completion[0, 4:9] = 1
+    completion[1, 6:8] = 1
+    completion[2, 5:7] = 1
+    seen = []
+    model.register_forward_hook(lambda m, args, kwargs, out: seen.append(out.logits.shape[1]), with_kwargs=True)
+    with torch.no_grad():
+        got = model_completion_log_probs(model, ids, attention, completion)
+        full = completion_log_probs(model(input_ids=ids, attention_mask=attention).logits, ids, completion)
+    assert seen[0] == 9 - 3  # logits from position 3 (predicting the first completion token, 4) on
+    torch.testing.assert_close(got, full)

@@ -3,6 +3,8 @@ preference loss is built from."""
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 from torch import Tensor
 
@@ -28,3 +30,25 @@ def completion_log_probs(logits: Tensor, input_ids: Tensor, completion_mask: Ten
     token_logits = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
     token_log_probs = token_logits - torch.logsumexp(logits, dim=-1)
     return (token_log_probs * mask).sum(-1), mask.sum(-1)
+
+
+def _keeps_logits(model) -> bool:
+    """Whether ``model`` (or the model under a PEFT wrapper) takes HF's ``logits_to_keep``."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "logits_to_keep" in inspect.signature(base.forward).parameters
+
+
+def model_completion_log_probs(model, input_ids: Tensor, attention_mask: Tensor, completion_mask: Tensor) -> tuple[Tensor, Tensor]:
+    """:func:`completion_log_probs` of a causal LM's forward over ``input_ids``, computing the
+    LM head only from the position before the batch's first completion token on (HF's
+    ``logits_to_keep``, where the model takes it): prompt positions never become ``[V]``-wide
+    logits, which for long prompts and large vocabularies is most of the step's memory."""
+    kwargs = {}
+    start = 0
+    if _keeps_logits(model):
+        # Every row's completion starts at or after the earliest one; logits at t predict t+1.
+        first = int(completion_mask.any(0).float().argmax())
+        start = max(first - 1, 0)
+        kwargs["logits_to_keep"] = input_ids.shape[1] - start
+    logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False, **kwargs).logits
+    return completion_log_probs(logits, input_ids[:, start:], completion_mask[:, start:])

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from policylab.losses import preference as P
 from policylab.metrics import IdealizedRankingAccuracy, RankingAccuracy, RewardAccuracy
 from policylab.modules.preference.lm import LanguageModelModule, load_causal_lm
-from policylab.nn.sequence import completion_log_probs
+from policylab.nn.sequence import model_completion_log_probs
 
 
 def _ratios(s: dict) -> tuple[Tensor, Tensor]:
@@ -127,8 +127,7 @@ class DPO(LanguageModelModule):
     # ----------------------------------------------------------------- log-probs
     @staticmethod
     def _log_probs(model, batch: dict) -> tuple[Tensor, Tensor]:
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).logits
-        return completion_log_probs(logits, batch["input_ids"], batch["completion_mask"])
+        return model_completion_log_probs(model, batch["input_ids"], batch["attention_mask"], batch["completion_mask"])
 
     @torch.no_grad()
     def reference_log_probs(self, batch: dict) -> Tensor:
