@@ -55,11 +55,11 @@ def accuracy(run_dir: Path, step: int) -> float | None:
     return scores.get(step)
 
 
-def fit(config: str, name: str, steps: int, seed: int, folder: Path, extra: list[str]) -> float:
-    """``python cli.py fit`` of one run in ``folder`` unless finished; its final accuracy."""
+def fit(config: str, name: str, steps: int, seed: int, folder: Path, extra: list[str]) -> Path:
+    """``python cli.py fit`` of one run in ``folder`` unless finished; the run's folder."""
     run_dir = folder / "runs" / name / "version_0"
-    if (done := accuracy(run_dir, steps)) is not None:
-        return done
+    if accuracy(run_dir, steps) is not None:
+        return run_dir
     args = [str(ROOT / "cli.py"), "fit", "--config", str(ROOT / "configs" / config), "--seed_everything", str(seed),
             "--trainer.max_steps", str(steps), "--trainer.logger.init_args.name", name,
             "--trainer.logger.init_args.version", "version_0", "--trainer.enable_progress_bar", "false", *extra]
@@ -67,7 +67,7 @@ def fit(config: str, name: str, steps: int, seed: int, folder: Path, extra: list
         args += ["--ckpt_path", "last"]
     print(f"seed {seed}: {name} ({steps} steps)", flush=True)
     run(args, folder, folder / f"{name}.log")
-    return accuracy(run_dir, steps)
+    return run_dir
 
 
 def main() -> None:
@@ -83,7 +83,7 @@ def main() -> None:
     parser.add_argument("--beta", type=float, help="one beta for every loss instead of SETTINGS' (runs named _beta<beta>)")
     args = parser.parse_args()
 
-    table: dict[str, list[float]] = {}
+    table: dict[str, list[Path]] = {}
     for seed in args.seeds:
         folder = Path(args.out) / f"seed{seed}"
         folder.mkdir(parents=True, exist_ok=True)
@@ -112,13 +112,26 @@ def main() -> None:
                 extra += ["--model.init_args.flip_rate", str(args.flip_rate)]
             table.setdefault(loss, []).append(fit("dpo_arithmetic.yaml", name, args.dpo_steps, seed, folder, extra))
 
-    print(f"\n| method | greedy accuracy, mean +- std ({len(args.seeds)} seeds) | per seed | vs SFT |")
-    print("|---|---|---|---|")
-    sft = np.mean(table["SFT"])
-    for name, values in table.items():
+    print_table(table, args.sft_steps, args.dpo_steps)
+
+
+def print_table(table: dict[str, list[Path]], sft_steps: int, dpo_steps: int) -> None:
+    """Per method: greedy accuracy at the last step and at the first evaluation (step 250),
+    the best evaluation of the run, each as mean +- std over seeds, and the gain over SFT."""
+    def stats(values) -> str:
         v = np.array(values, dtype=float)
-        gain = "" if name == "SFT" else f"{100 * (v.mean() - sft):+.1f} points"
-        print(f"| {name} | {v.mean():.3f} +- {v.std():.3f} | {', '.join(f'{x:.3f}' for x in v)} | {gain} |")
+        return f"{v.mean():.3f} +- {v.std():.3f}"
+
+    seeds = len(table["SFT"])
+    print(f"\n| method | final accuracy ({seeds} seeds) | per seed | vs SFT | at step 250 | best evaluation |")
+    print("|---|---|---|---|---|---|")
+    sft = np.mean([accuracy(r, sft_steps) for r in table["SFT"]])
+    for name, runs in table.items():
+        scores = [scores_of_run(r, "eval/accuracy") for r in runs]
+        final = [s[sft_steps if name == "SFT" else dpo_steps] for s in scores]
+        gain = "" if name == "SFT" else f"{100 * (np.mean(final) - sft):+.1f} points"
+        early = "" if name == "SFT" else stats([s[250] for s in scores])
+        print(f"| {name} | {stats(final)} | {', '.join(f'{x:.3f}' for x in final)} | {gain} | {early} | {stats([max(s.values()) for s in scores])} |")
 
 
 if __name__ == "__main__":
