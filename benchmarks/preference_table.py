@@ -30,7 +30,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 #: loss -> (learning rate, beta) used in the table; the papers' betas, learning rates from a
 #: pilot on seed 0 (benchmarks/RESULTS.md). SPPO's pipeline beta (0.001) makes its hard-label
-#: targets +-500 nats; the table uses TRL's sppo_hard scale, beta 0.1.
+#: targets +-500 nats; the table uses TRL's sppo_hard scale, beta 0.1. Sem-DPO's sentence
+#: encoder is the SFT model itself (mean-pooled hidden states), the only encoder offline here.
 SETTINGS = {
     "sigmoid": (1e-4, 0.1),
     "robust": (1e-4, 0.1),
@@ -41,6 +42,7 @@ SETTINGS = {
     "sppo": (1e-4, 0.1),
     "rpo": (1e-4, 0.1),
     "simpo": (1e-4, 2.0),
+    "sem_dpo": (1e-4, 0.1),
 }
 
 
@@ -108,6 +110,8 @@ def main() -> None:
                      "--data.init_args.train_file", pairs]
             if (folder / "data/arithmetic/val_pairs.jsonl").is_file():  # ranking metrics on held-out pairs
                 extra += ["--data.init_args.val_file", "data/arithmetic/val_pairs.jsonl"]
+            if loss == "sem_dpo":  # distances from the SFT model's mean-pooled states, the encoder at hand
+                extra += ["--data.init_args.semantic_model", "runs/sft_arithmetic/version_0/hf_model"]
             if loss == "robust" and args.flip_rate:
                 extra += ["--model.init_args.flip_rate", str(args.flip_rate)]
             table.setdefault(loss, []).append(fit("dpo_arithmetic.yaml", name, args.dpo_steps, seed, folder, extra))
@@ -123,15 +127,18 @@ def print_table(table: dict[str, list[Path]], sft_steps: int, dpo_steps: int) ->
         return f"{v.mean():.3f} +- {v.std():.3f}"
 
     seeds = len(table["SFT"])
-    print(f"\n| method | final accuracy ({seeds} seeds) | per seed | vs SFT | at step 250 | best evaluation |")
-    print("|---|---|---|---|---|---|")
+    print(f"\n| method | final accuracy ({seeds} seeds) | per seed | vs SFT | at step 250 | best evaluation | held-out pair accuracy |")
+    print("|---|---|---|---|---|---|---|")
     sft = np.mean([accuracy(r, sft_steps) for r in table["SFT"]])
     for name, runs in table.items():
         scores = [scores_of_run(r, "eval/accuracy") for r in runs]
         final = [s[sft_steps if name == "SFT" else dpo_steps] for s in scores]
         gain = "" if name == "SFT" else f"{100 * (np.mean(final) - sft):+.1f} points"
         early = "" if name == "SFT" else stats([s[250] for s in scores])
-        print(f"| {name} | {stats(final)} | {', '.join(f'{x:.3f}' for x in final)} | {gain} | {early} | {stats([max(s.values()) for s in scores])} |")
+        # val/reward_accuracy on the clean held-out pairs at the last validation, where logged
+        pairs = [v[max(v)] for r in runs if (v := scores_of_run(r, "val/reward_accuracy"))]
+        held_out = stats(pairs) if len(pairs) == len(runs) else ""
+        print(f"| {name} | {stats(final)} | {', '.join(f'{x:.3f}' for x in final)} | {gain} | {early} | {stats([max(s.values()) for s in scores])} | {held_out} |")
 
 
 if __name__ == "__main__":
