@@ -1,6 +1,14 @@
 """The math of each method as pure functions of tensors: no state, no I/O."""
 
 from policylab.losses.a2pr import a2pr_value_target, advantage_filtered_vae_loss, advantage_guided_bc_loss
+from policylab.losses.diffusion import (
+    denoising_error,
+    diffusion_dpo_loss,
+    diffusion_dpo_margin,
+    diffusion_dro_loss,
+    implicit_accuracy,
+    pseudo_huber,
+)
 from policylab.losses.iql import awr_actor_loss, awr_weights, expectile_loss, iql_q_target
 from policylab.losses.preference import (
     bco_pair_loss,
@@ -40,6 +48,10 @@ __all__ = [
     "bco_pair_loss",
     "bradley_terry_loss",
     "clipped_double_q_target",
+    "denoising_error",
+    "diffusion_dpo_loss",
+    "diffusion_dpo_margin",
+    "diffusion_dro_loss",
     "dpo_loss",
     "ensemble_mse_loss",
     "expectile_loss",
@@ -47,10 +59,12 @@ __all__ = [
     "general_preference_loss",
     "general_preference_score",
     "hinge_loss",
+    "implicit_accuracy",
     "ipo_loss",
     "iql_q_target",
     "log_ratios",
     "nca_loss",
+    "pseudo_huber",
     "q_scale",
     "robust_dpo_loss",
     "rpo_loss",
