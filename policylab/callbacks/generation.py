@@ -54,7 +54,6 @@ class GreedyAccuracy(Callback):
         self.every_n_steps, self.max_new_tokens, self.batch_size = every_n_steps, max_new_tokens, batch_size
         self.last_accuracy: float | None = None
         self.start_scores: torch.Tensor | None = None  # judge scores of the answers at fit start
-        self._last_scores: torch.Tensor | None = None
 
     @torch.no_grad()
     def answers(self, policy, tokenizer) -> list[str]:
@@ -84,11 +83,11 @@ class GreedyAccuracy(Callback):
             pl_module.train(was_training)
         return torch.tensor([float(bool(self.judge(p, a))) for p, a in zip(self.prompts, answers)])
 
-    def evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule) -> float:
+    def evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule) -> torch.Tensor:
+        """:meth:`scores`, keeping their mean as ``last_accuracy``."""
         scores = self.scores(trainer, pl_module)
         self.last_accuracy = scores.mean().item()
-        self._last_scores = scores
-        return self.last_accuracy
+        return scores
 
     def on_fit_start(self, trainer, pl_module) -> None:
         self.start_scores = self.scores(trainer, pl_module)
@@ -96,16 +95,17 @@ class GreedyAccuracy(Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if not self.every_n_steps or trainer.global_step % self.every_n_steps != 0:
             return
-        metrics = {"eval/accuracy": self.evaluate(trainer, pl_module)}
+        scores = self.evaluate(trainer, pl_module)
+        metrics = {"eval/accuracy": self.last_accuracy}
         if self.start_scores is not None:
             win_rate = WinRate()
-            win_rate.update(self._last_scores, self.start_scores)
+            win_rate.update(scores, self.start_scores)
             metrics["eval/win_rate"] = win_rate.compute().item()
         log_evaluation(trainer, pl_module, metrics, prog_bar=True)
 
     def on_validation_epoch_end(self, trainer, pl_module) -> None:
         if trainer.state.fn == TrainerFn.VALIDATING:
-            pl_module.log("eval/accuracy", self.evaluate(trainer, pl_module))
+            pl_module.log("eval/accuracy", self.evaluate(trainer, pl_module).mean().item())
 
     def on_test_epoch_end(self, trainer, pl_module) -> None:
-        pl_module.log("eval/accuracy", self.evaluate(trainer, pl_module))
+        pl_module.log("eval/accuracy", self.evaluate(trainer, pl_module).mean().item())

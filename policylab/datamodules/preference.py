@@ -43,23 +43,22 @@ class PreferenceDataModule(TokenizedTextDataModule):
         semantic_model: str | None = None,
     ) -> None:
         super().__init__(train_file, tokenizer, val_file, batch_size, max_length, max_prompt_length, extra_fields, bad_rows, seed)
-        self.semantic_model = semantic_model
 
     @property
     def row_fields(self) -> list[str]:
-        fields = list(self.hparams.extra_fields)
-        if self.semantic_model is not None and "semantic_distance" not in fields:
+        fields = super().row_fields
+        if self.hparams.semantic_model is not None and "semantic_distance" not in fields:
             fields.append("semantic_distance")
         return fields
 
     def prepare_rows(self, rows: list[dict]) -> list[dict]:
-        if self.semantic_model is None:
+        if self.hparams.semantic_model is None:
             return rows
         from policylab.nn.embedding import SentenceEmbedder, cosine_distance
 
         todo = [r for r in rows if "semantic_distance" not in r and r.get("prompt") and r.get("chosen")]
         if todo:
-            embed = SentenceEmbedder(self.semantic_model, tokenizer=self.tokenizer)
+            embed = SentenceEmbedder(self.hparams.semantic_model, tokenizer=self.tokenizer)
             prompts = embed([self.render(r["prompt"], prompt=True) for r in todo])
             chosen = embed([self.render(r["chosen"], prompt=False) for r in todo])
             for row, distance in zip(todo, cosine_distance(prompts, chosen).tolist()):

@@ -241,6 +241,4 @@ class TokenizedTextDataModule(L.LightningDataModule):
                           collate_fn=self.collate, drop_last=len(self._tokenized["train"]) >= self.hparams.batch_size)
 
     def val_dataloader(self) -> DataLoader | list:
-        if "val" not in self._tokenized:
-            return []
-        return DataLoader(self._tokenized["val"], batch_size=self.hparams.batch_size, collate_fn=self.collate)
+        return self.ordered_dataloader("val") if "val" in self._tokenized else []

@@ -20,10 +20,12 @@ from torchmetrics import Metric
 
 
 class _PairFraction(Metric):
-    """Fraction of the pairs seen so far for which ``first > second``."""
+    """Fraction of the pairs seen so far for which ``first > second``; a tie counts
+    ``tie_credit`` (nothing here, half for :class:`WinRate`)."""
 
     full_state_update = False
     higher_is_better = True
+    tie_credit = 0.0
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
@@ -33,7 +35,7 @@ class _PairFraction(Metric):
     def _count(self, first: Tensor, second: Tensor) -> None:
         if first.shape != second.shape:
             raise ValueError(f"{type(self).__name__}: the two sides have shapes {tuple(first.shape)} and {tuple(second.shape)}")
-        self.wins += (first > second).sum()
+        self.wins += (first > second).sum() + self.tie_credit * (first == second).sum()
         self.pairs += first.numel()
 
     def compute(self) -> Tensor:
@@ -89,24 +91,11 @@ class IdealizedRankingAccuracy(_PairFraction):
         self._count(ref_chosen_logp - ref_rejected_logp + log_odds / self.beta, torch.zeros_like(ref_chosen_logp))
 
 
-class WinRate(Metric):
+class WinRate(_PairFraction):
     """Fraction of prompts where the response scores above the baseline's response under a
     judge (for a correctness judge: right beats wrong); equal scores count half."""
 
-    full_state_update = False
-    higher_is_better = True
-
-    def __init__(self, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.add_state("points", default=torch.tensor(0.0), dist_reduce_fx="sum")
-        self.add_state("games", default=torch.tensor(0.0), dist_reduce_fx="sum")
+    tie_credit = 0.5
 
     def update(self, scores: Tensor, baseline_scores: Tensor) -> None:
-        scores, baseline_scores = torch.as_tensor(scores, dtype=torch.float), torch.as_tensor(baseline_scores, dtype=torch.float)
-        if scores.shape != baseline_scores.shape:
-            raise ValueError(f"WinRate: scores {tuple(scores.shape)} and baseline_scores {tuple(baseline_scores.shape)} differ in shape")
-        self.points += (scores > baseline_scores).sum() + 0.5 * (scores == baseline_scores).sum()
-        self.games += scores.numel()
-
-    def compute(self) -> Tensor:
-        return self.points / self.games
+        self._count(torch.as_tensor(scores, dtype=torch.float), torch.as_tensor(baseline_scores, dtype=torch.float))

@@ -3,6 +3,7 @@ preference loss is built from."""
 
 from __future__ import annotations
 
+import functools
 import inspect
 
 import torch
@@ -35,7 +36,13 @@ def completion_log_probs(logits: Tensor, input_ids: Tensor, completion_mask: Ten
 def _keeps_logits(model) -> bool:
     """Whether ``model`` (or the model under a PEFT wrapper) takes HF's ``logits_to_keep``."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return "logits_to_keep" in inspect.signature(base.forward).parameters
+    return _forward_takes_logits_to_keep(type(base))
+
+
+@functools.cache
+def _forward_takes_logits_to_keep(model_class: type) -> bool:
+    # Once per class: signature inspection is too slow for every forward of a training step.
+    return "logits_to_keep" in inspect.signature(model_class.forward).parameters
 
 
 def model_completion_log_probs(model, input_ids: Tensor, attention_mask: Tensor, completion_mask: Tensor) -> tuple[Tensor, Tensor]:

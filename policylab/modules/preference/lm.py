@@ -54,8 +54,16 @@ class LanguageModelModule(L.LightningModule):
         return hasattr(self.policy, "disable_adapter")
 
     def configure_optimizers(self):
-        trainable = [p for p in self.policy.parameters() if p.requires_grad]
+        # Every trainable parameter: the policy (its adapters under LoRA) and any head a
+        # subclass adds; frozen references and LM heads are left out.
+        trainable = [p for p in self.parameters() if p.requires_grad]
         return torch.optim.AdamW(trainable, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+
+    def hf_model_folder(self) -> Path | None:
+        """``<run>/hf_model`` when this process writes it (rank 0 of a run with a log
+        directory), else None."""
+        log_dir = self.trainer.log_dir if self._trainer is not None else None
+        return Path(log_dir) / "hf_model" if log_dir and self.trainer.is_global_zero else None
 
     def checkpoint_weights(self, checkpoint: dict, prefix: str) -> dict[str, torch.Tensor] | None:
         """The weights under ``prefix`` (e.g. ``"policy."``) from the checkpoint being written,
@@ -65,14 +73,13 @@ class LanguageModelModule(L.LightningModule):
         return state or None
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        log_dir = self.trainer.log_dir if self._trainer is not None else None
-        if log_dir and self.trainer.is_global_zero:
+        if (folder := self.hf_model_folder()) is not None:
             from transformers.utils import logging as hf_logging
 
             bars = hf_logging.is_progress_bar_enabled()
             hf_logging.disable_progress_bar()  # no "Writing model shards" bar at every checkpoint
             try:
-                self.policy.save_pretrained(str(Path(log_dir) / "hf_model"), state_dict=self.checkpoint_weights(checkpoint, "policy."))
+                self.policy.save_pretrained(str(folder), state_dict=self.checkpoint_weights(checkpoint, "policy."))
             finally:
                 if bars:
                     hf_logging.enable_progress_bar()

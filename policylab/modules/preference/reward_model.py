@@ -56,15 +56,9 @@ class HeadOnLanguageModel(LanguageModelModule):
         out = self.policy.base_model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids(attention_mask))
         return out.last_hidden_state
 
-    def configure_optimizers(self):
-        params = [p for p in self.parameters() if p.requires_grad]
-        return torch.optim.AdamW(params, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
-
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         super().on_save_checkpoint(checkpoint)
-        log_dir = self.trainer.log_dir if self._trainer is not None else None
-        if log_dir and self.trainer.is_global_zero:
-            folder = Path(log_dir) / "hf_model"
+        if (folder := self.hf_model_folder()) is not None:
             folder.mkdir(parents=True, exist_ok=True)
             tmp = folder / (self.head_file + ".tmp")
             head = self.checkpoint_weights(checkpoint, "head.") or self.head.state_dict()
