@@ -29,7 +29,7 @@ $(STAMP): pyproject.toml | $(PY)
 install: $(STAMP)
 
 $(TEST_STAMP): $(STAMP)
-	$(PY) -m pip install -e ".[dev,lm]"
+	$(PY) -m pip install -e ".[dev,lm,diffusion]"
 	touch $(TEST_STAMP)
 
 # The main job trains on the Hopper medium-replay set shipped in policylab/data/hopper: no download.

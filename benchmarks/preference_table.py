@@ -81,6 +81,8 @@ def main() -> None:
     parser.add_argument("--dpo-steps", type=int, default=1500)
     parser.add_argument("--flip-rate", type=float, default=0.0)
     parser.add_argument("--correct-fraction", type=float, default=0.3, help="right answers among the SFT rows")
+    parser.add_argument("--mistake", default="dropped_carry", choices=["dropped_carry", "flipped_carry"], help="the SFT rows' systematic mistake")
+    parser.add_argument("--eval-every", type=int, help="greedy-accuracy interval of the preference runs (default: the config's 250)")
     parser.add_argument("--lr", type=float, help="one learning rate for every loss instead of SETTINGS' (runs named _lr<lr>)")
     parser.add_argument("--beta", type=float, help="one beta for every loss instead of SETTINGS' (runs named _beta<beta>)")
     args = parser.parse_args()
@@ -89,7 +91,7 @@ def main() -> None:
     for seed in args.seeds:
         folder = Path(args.out) / f"seed{seed}"
         folder.mkdir(parents=True, exist_ok=True)
-        task = ["-m", "policylab.tasks.arithmetic", "--seed", str(seed), "--mistake", "dropped_carry", "--correct-fraction", str(args.correct_fraction)]
+        task = ["-m", "policylab.tasks.arithmetic", "--seed", str(seed), "--mistake", args.mistake, "--correct-fraction", str(args.correct_fraction)]
         if not (folder / "data/arithmetic/eval.jsonl").is_file():
             run([*task, "--out", "data/arithmetic"], folder, folder / "task.log")
         pairs, suffix = "data/arithmetic/pairs.jsonl", ""
@@ -108,6 +110,9 @@ def main() -> None:
                 beta, name = args.beta, f"{name}_beta{args.beta:g}"
             extra = ["--model.init_args.loss_type", loss, "--model.init_args.lr", str(lr), "--model.init_args.beta", str(beta),
                      "--data.init_args.train_file", pairs]
+            if args.eval_every:
+                extra += ["--trainer.callbacks.init_args.every_n_steps", str(args.eval_every),
+                          "--checkpoint.every_n_train_steps", str(args.eval_every)]
             if (folder / "data/arithmetic/val_pairs.jsonl").is_file():  # ranking metrics on held-out pairs
                 extra += ["--data.init_args.val_file", "data/arithmetic/val_pairs.jsonl"]
             if loss == "sem_dpo":  # distances from the SFT model's mean-pooled states, the encoder at hand
@@ -120,21 +125,21 @@ def main() -> None:
 
 
 def print_table(table: dict[str, list[Path]], sft_steps: int, dpo_steps: int) -> None:
-    """Per method: greedy accuracy at the last step and at the first evaluation (step 250),
+    """Per method: greedy accuracy at the last step and at the first evaluation,
     the best evaluation of the run, each as mean +- std over seeds, and the gain over SFT."""
     def stats(values) -> str:
         v = np.array(values, dtype=float)
         return f"{v.mean():.3f} +- {v.std():.3f}"
 
     seeds = len(table["SFT"])
-    print(f"\n| method | final accuracy ({seeds} seeds) | per seed | vs SFT | at step 250 | best evaluation | held-out pair accuracy |")
+    print(f"\n| method | final accuracy ({seeds} seeds) | per seed | vs SFT | first evaluation | best evaluation | held-out pair accuracy |")
     print("|---|---|---|---|---|---|---|")
     sft = np.mean([accuracy(r, sft_steps) for r in table["SFT"]])
     for name, runs in table.items():
         scores = [scores_of_run(r, "eval/accuracy") for r in runs]
         final = [s[sft_steps if name == "SFT" else dpo_steps] for s in scores]
         gain = "" if name == "SFT" else f"{100 * (np.mean(final) - sft):+.1f} points"
-        early = "" if name == "SFT" else stats([s[250] for s in scores])
+        early = "" if name == "SFT" else stats([s[min(s)] for s in scores])
         # val/reward_accuracy on the clean held-out pairs at the last validation, where logged
         pairs = [v[max(v)] for r in runs if (v := scores_of_run(r, "val/reward_accuracy"))]
         held_out = stats(pairs) if len(pairs) == len(runs) else ""

@@ -13,6 +13,9 @@ from policylab.losses.diffusion import (
     diffusion_dro_loss,
     implicit_accuracy,
     pseudo_huber,
+    seppo_loss,
+    smoothed_preference,
+    smpo_loss,
 )
 
 
@@ -60,3 +63,51 @@ def test_pseudo_huber_by_hand():
     d = torch.tensor([0.0, 0.001, 3.0])
     expected = torch.tensor([0.0, math.sqrt(2e-6) - 0.001, math.sqrt(9 + 1e-6) - 0.001])
     torch.testing.assert_close(pseudo_huber(d), expected)
+
+
+def test_smoothed_preference_is_a_softmax_of_normalized_scores():
+    # scores 0.25 and 0.20 on bounds (0.1154, 0.2820): n = (s - low) / (high - low)
+    low, high = 0.1154, 0.2820
+    n_w, n_l = (0.25 - low) / (high - low), (0.20 - low) / (high - low)
+    expected = math.exp(n_w) / (math.exp(n_w) + math.exp(n_l))
+    p = smoothed_preference(torch.tensor([0.25]), torch.tensor([0.20]), low, high)
+    assert p.item() == pytest.approx(expected, rel=1e-6)
+    assert smoothed_preference(torch.tensor([1.0]), torch.tensor([1.0])).item() == 0.5
+    with pytest.raises(ValueError, match="low < high"):
+        smoothed_preference(torch.tensor([1.0]), torch.tensor([0.0]), 1.0, 1.0)
+
+
+def test_smpo_by_hand_log_2_at_the_reference_and_silent_on_ties():
+    model_w, model_l, ref_w, ref_l = torch.tensor([0.100]), torch.tensor([0.201]), torch.tensor([0.102]), torch.tensor([0.200])
+    p, beta = torch.tensor([0.6]), 2000.0
+    # the authors' form: scale = -0.5 * beta * (2p - 1) * 10 on (model_diff - ref_diff)
+    inside = -0.5 * beta * (2 * 0.6 - 1) * 10 * ((0.100 - 0.201) - (0.102 - 0.200))
+    expected = math.log(1 + math.exp(-inside))
+    assert smpo_loss(model_w, model_l, ref_w, ref_l, p, beta).item() == pytest.approx(expected, rel=1e-3)
+    e = torch.rand(4)
+    torch.testing.assert_close(smpo_loss(e, e + 0.1, e, e + 0.1, torch.rand(4)), torch.full((4,), math.log(2)))
+    torch.testing.assert_close(smpo_loss(torch.rand(4), torch.rand(4), e, e, torch.full((4,), 0.5)), torch.full((4,), math.log(2)))
+
+
+def test_seppo_switches_between_dpo_and_the_winner_term_by_the_anchor():
+    beta = 1000.0
+    # sample 0: the model beats the reference on the winner (D > 0) -> DPO with s as the loser;
+    # sample 1: the reference is better on the winner (D < 0) -> the winner term only (indicator)
+    # or s counted as a second winner (sign).
+    model_w, ref_w = torch.tensor([0.10, 0.12]), torch.tensor([0.11, 0.11])
+    model_s, ref_s = torch.tensor([0.30, 0.30]), torch.tensor([0.29, 0.29])
+    def nll(x):
+        return math.log(1 + math.exp(-x))
+    dpo_0 = -(beta / 2) * ((0.10 - 0.11) - (0.30 - 0.29))
+    winner_1 = -(beta / 2) * (0.12 - 0.11)
+    both_1 = -(beta / 2) * ((0.12 - 0.11) + (0.30 - 0.29))
+    indicator = seppo_loss(model_w, ref_w, model_s, ref_s, beta, "indicator")
+    sign = seppo_loss(model_w, ref_w, model_s, ref_s, beta, "sign")
+    assert indicator.tolist() == pytest.approx([nll(dpo_0), nll(winner_1)], rel=1e-3)
+    assert sign.tolist() == pytest.approx([nll(dpo_0), nll(both_1)], rel=1e-3)
+    # the decision is not differentiated: gradients flow only through the errors
+    model_w.requires_grad_(True)
+    seppo_loss(model_w, ref_w, model_s, ref_s, beta).sum().backward()
+    assert torch.isfinite(model_w.grad).all()
+    with pytest.raises(ValueError, match="criterion"):
+        seppo_loss(model_w, ref_w, model_s, ref_s, beta, "other")

@@ -1,10 +1,11 @@
-"""Callbacks: environment evaluation, online data collection, policy snapshots, rollout videos, the step progress bar."""
+"""Callbacks: environment evaluation, online data collection, policy snapshots, rollout videos, the step progress bar, language and image evaluations."""
 
 from policylab.callbacks.evaluation import EnvEvaluation
 from policylab.callbacks.generation import GreedyAccuracy
+from policylab.callbacks.images import ImageRewardEvaluation
 from policylab.callbacks.interaction import EnvInteraction, StepRecording
 from policylab.callbacks.progress import StepProgressBar
 from policylab.callbacks.snapshots import PolicySnapshots
 from policylab.callbacks.video import RolloutVideo
 
-__all__ = ["EnvEvaluation", "EnvInteraction", "GreedyAccuracy", "PolicySnapshots", "RolloutVideo", "StepProgressBar", "StepRecording"]
+__all__ = ["EnvEvaluation", "EnvInteraction", "GreedyAccuracy", "ImageRewardEvaluation", "PolicySnapshots", "RolloutVideo", "StepProgressBar", "StepRecording"]

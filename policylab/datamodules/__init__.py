@@ -1,7 +1,9 @@
 """LightningDataModules: offline transitions (D4RL hdf5, Minari, npz), the online replay buffer,
-and text rows (SFT, preference pairs) for language models."""
+text rows (SFT, preference pairs) for language models, and prompts, images and image pairs for
+diffusion models."""
 
 from policylab.datamodules.d4rl_format import DatasetError, read_d4rl_hdf5, read_npz, write_d4rl_hdf5
+from policylab.datamodules.diffusion import ImageDataError, ImageDataModule, ImagePairDataModule, PromptDataModule
 from policylab.datamodules.offline import OfflineTransitionDataModule
 from policylab.datamodules.preference import PreferenceDataModule
 from policylab.datamodules.sft import SFTDataModule
@@ -12,8 +14,12 @@ from policylab.datamodules.transitions import TransitionBatch, TransitionBuffer,
 
 __all__ = [
     "DatasetError",
+    "ImageDataError",
+    "ImageDataModule",
+    "ImagePairDataModule",
     "OfflineTransitionDataModule",
     "PreferenceDataModule",
+    "PromptDataModule",
     "SFTDataModule",
     "TextDataError",
     "ReplayBufferDataModule",

@@ -83,14 +83,28 @@ def dropped_carry_sum(a: int, b: int) -> int:
     return total
 
 
+def flipped_carry_sum(a: int, b: int) -> int:
+    """``a + b`` with the units column's carry flipped: dropped where there is one (37 + 45 -> 72),
+    added where there is none (31 + 45 -> 86). The wrong answer is as often larger as smaller,
+    and rarely of another length, so a preference learner cannot tell it from the right one
+    by size or length: only by doing the carry. The mistake of ``mistake="flipped_carry"``."""
+    return a + b - 10 if a % 10 + b % 10 >= 10 else a + b + 10
+
+
+MISTAKES = ("random", "dropped_carry", "flipped_carry")
+
+
 @dataclass
 class AdditionTask:
     """Sums of two integers in ``[0, max_operand]``; every random choice comes from ``seed``.
 
     ``mistake`` sets what a wrong answer is: ``"random"`` (off by a small amount, so the right
-    answer stays the most frequent one) or ``"dropped_carry"`` (the sum with carries forgotten
+    answer stays the most frequent one), ``"dropped_carry"`` (the sum with carries forgotten
     wherever the problem has a carry, else a random offset): a systematic error that a model
-    trained on enough such rows learns as the answer.
+    trained on enough such rows learns as the answer; the wrong answer is never larger than
+    the right one, a cue that preference learners pick up instead of the carry), or
+    ``"flipped_carry"`` (:func:`flipped_carry_sum` on every problem: systematic, and as often
+    larger as smaller).
     """
 
     max_operand: int = 99
@@ -98,8 +112,8 @@ class AdditionTask:
     mistake: str = "random"
 
     def __post_init__(self) -> None:
-        if self.mistake not in ("random", "dropped_carry"):
-            raise ValueError(f"mistake must be 'random' or 'dropped_carry', got {self.mistake!r}")
+        if self.mistake not in MISTAKES:
+            raise ValueError(f"mistake must be one of {MISTAKES}, got {self.mistake!r}")
         self._rng = random.Random(self.seed)
 
     def problem(self) -> tuple[str, str]:
@@ -109,11 +123,13 @@ class AdditionTask:
     def wrong_answer(self, answer: str, prompt: str | None = None) -> str:
         """A plausible mistake: off by 1 to 10, or by ten in one digit; never the right answer
         and never negative. With ``mistake="dropped_carry"`` and a ``prompt`` that has a carry,
-        the sum without carries."""
+        the sum without carries; with ``mistake="flipped_carry"`` and a ``prompt``, the sum with
+        the units carry flipped."""
         value = int(answer)
-        if self.mistake == "dropped_carry" and prompt is not None:
+        if self.mistake != "random" and prompt is not None:
             a, b = (int(x) for x in prompt.rstrip("=").split("+"))
-            if (wrong := dropped_carry_sum(a, b)) != value:
+            wrong = dropped_carry_sum(a, b) if self.mistake == "dropped_carry" else flipped_carry_sum(a, b)
+            if wrong != value and wrong >= 0:
                 return str(wrong)
         while True:
             wrong = value + self._rng.choice([-1, 1]) * self._rng.choice([1, 1, 2, 3, 5, 10, 10])
@@ -179,7 +195,7 @@ def main() -> None:
     parser.add_argument("--correct-fraction", type=float, default=0.5)
     parser.add_argument("--pairs", type=int, default=20_000)
     parser.add_argument("--flip-rate", type=float, default=0.0)
-    parser.add_argument("--mistake", choices=["random", "dropped_carry"], default="random")
+    parser.add_argument("--mistake", choices=MISTAKES, default="random")
     parser.add_argument("--eval-rows", type=int, default=500)
     parser.add_argument("--val-pairs", type=int, default=1000, help="held-out pairs with clean labels (val_pairs.jsonl)")
     args = parser.parse_args()

@@ -7,12 +7,21 @@ reward that checks an image against its caption.
 by the nearest palette entry and its shape by how much of its bounding box it fills (square
 about 1, circle about pi/4, triangle about 1/2), and scores 0.5 per attribute that matches the
 caption. Every random choice comes from the seed.
+
+:func:`write_dataset` (``python -m policylab.tasks.shapes --out data/shapes``) writes the files
+the diffusion datamodules read: images for pretraining, Pick-a-Pic-style pairs, prompts.
 """
 
 from __future__ import annotations
 
+import argparse
+import io
+import itertools
+import os
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -111,3 +120,121 @@ class ShapesTask:
             if (other_shape, other_color) != (shape, color):
                 break
         return self.image(text), draw(other_shape, other_color, self.size, self._rng)
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+    """An ``[H, W, 3]`` uint8 image encoded as PNG."""
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _stream(seed: int, name: str) -> int:
+    """A seed for the random stream of one file: each file's content is independent of the others'
+    sizes."""
+    return random.Random(f"shapes/{seed}/{name}").getrandbits(64)
+
+
+def _write_atomic(path: Path, write: Callable[[Path], object]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def _write_parquet(path: Path, columns: dict[str, list]) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    _write_atomic(path, lambda tmp: pq.write_table(pa.table(columns), tmp))
+
+
+def eval_prompt_list(n: int) -> list[str]:
+    """Every caption in turn (shape by shape, colour by colour), repeated up to ``n``: each
+    caption is evaluated about equally often, in a fixed order."""
+    return list(itertools.islice(itertools.cycle([caption(s, c) for s in SHAPES for c in COLORS]), n))
+
+
+def write_dataset(
+    out_dir: str | Path,
+    seed: int = 0,
+    pretrain: int = 4000,
+    pairs: int = 2000,
+    prompts: int = 512,
+    eval_prompts: int = 64,
+    size: int = 16,
+    pretrain_mismatch: float = 0.3,
+    model: bool = True,
+) -> Path:
+    """Write the task's files into ``out_dir`` (each written atomically) and return it:
+
+    - ``pretrain.parquet``: ``caption``, ``jpg``: images for pretraining the model, a
+      ``pretrain_mismatch`` share of them not matching their caption (wrong colour, shape or
+      both: noisy captions, so the pretrained model makes mistakes that alignment can fix);
+    - ``pairs.parquet``: the Pick-a-Pic layout ``caption``, ``jpg_0``, ``jpg_1``, ``label_0`` (1
+      when image 0 matches the caption, 0 when image 1 does; the matching image sits at a random
+      side) plus ``score_0``, ``score_1``: the :func:`image_reward` of each image;
+    - ``prompts.txt``: training prompts for the methods that sample;
+    - ``eval_prompts.txt``: evaluation prompts, :func:`eval_prompt_list`;
+    - ``model/``: with ``model``, the untrained tiny text-to-image model (:func:`build_model`).
+
+    The image columns are named ``jpg`` as in Pick-a-Pic but hold PNG bytes (lossless, so the
+    reward of a decoded image is that of the drawn one). Every random choice comes from ``seed``.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+
+    task = ShapesTask(size, _stream(seed, "pretrain"))
+    texts, noise = task.prompts(pretrain), random.Random(_stream(seed, "mismatch"))
+    images = [task.pair(t)[1] if noise.random() < pretrain_mismatch else task.image(t) for t in texts]
+    _write_parquet(out / "pretrain.parquet", {"caption": texts, "jpg": [png_bytes(image) for image in images]})
+
+    task, sides = ShapesTask(size, _stream(seed, "pairs")), random.Random(_stream(seed, "sides"))
+    rows: dict[str, list] = {"caption": [], "jpg_0": [], "jpg_1": [], "label_0": [], "score_0": [], "score_1": []}
+    for text in task.prompts(pairs):
+        winner, loser = task.pair(text)
+        first_wins = sides.random() < 0.5
+        images = (winner, loser) if first_wins else (loser, winner)
+        rows["caption"].append(text)
+        rows["label_0"].append(1.0 if first_wins else 0.0)
+        for side, image in enumerate(images):
+            rows[f"jpg_{side}"].append(png_bytes(image))
+            rows[f"score_{side}"].append(image_reward(image, text))
+    _write_parquet(out / "pairs.parquet", rows)
+
+    for name, lines in (("prompts.txt", ShapesTask(size, _stream(seed, "prompts")).prompts(prompts)),
+                        ("eval_prompts.txt", eval_prompt_list(eval_prompts))):
+        _write_atomic(out / name, lambda tmp, lines=lines: tmp.write_text("".join(line + "\n" for line in lines)))
+    if model:
+        build_model(out / "model", size=size, seed=seed)
+    return out
+
+
+def build_model(directory: str | Path | None = None, size: int = 16, seed: int = 0):
+    """The task's untrained text-to-image model (:func:`policylab.nn.text_to_image.build_tiny_text_to_image`
+    over the caption words, pixel space ``size`` squared), saved as a diffusers pipeline folder
+    to ``directory`` when given."""
+    from policylab.nn.text_to_image import build_tiny_text_to_image
+
+    return build_tiny_text_to_image(["a", *SHAPES, *COLORS], directory, image_size=size, seed=seed)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Write the shapes task's data: pretraining images, image pairs, prompts.")
+    parser.add_argument("--out", default="data/shapes")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--pretrain", type=int, default=4000, help="rows of pretrain.parquet")
+    parser.add_argument("--pairs", type=int, default=2000, help="rows of pairs.parquet")
+    parser.add_argument("--prompts", type=int, default=512, help="lines of prompts.txt")
+    parser.add_argument("--eval-prompts", type=int, default=64, help="lines of eval_prompts.txt")
+    parser.add_argument("--size", type=int, default=16, help="image side in pixels")
+    parser.add_argument("--pretrain-mismatch", type=float, default=0.3, help="share of pretraining images that do not match their caption")
+    parser.add_argument("--no-model", action="store_true", help="do not write the untrained model to <out>/model")
+    args = parser.parse_args()
+    out = write_dataset(args.out, args.seed, args.pretrain, args.pairs, args.prompts, args.eval_prompts, args.size,
+                        args.pretrain_mismatch, model=not args.no_model)
+    print(f"wrote {out}/pretrain.parquet ({args.pretrain} rows), pairs.parquet ({args.pairs}), "
+          f"prompts.txt ({args.prompts}), eval_prompts.txt ({args.eval_prompts})")
+
+
+if __name__ == "__main__":
+    main()

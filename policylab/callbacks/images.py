@@ -1,0 +1,137 @@
+"""Evaluation of text-to-image runs: a programmatic reward of sampled images, the win rate
+against the starting model on the same prompts and seeds, and image grids in TensorBoard."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.trainer.states import TrainerFn
+
+from policylab.callbacks.evaluation import log_evaluation
+from policylab.callbacks.generation import import_object
+from policylab.metrics import WinRate
+
+
+def read_prompts(path: str | Path) -> list[str]:
+    """Prompts of a ``.txt`` file (one per non-empty line) or a JSONL file (``prompt`` or
+    ``caption`` per row)."""
+    path = Path(path)
+    if path.suffix == ".jsonl":
+        from policylab.datamodules.text import read_rows
+
+        rows = read_rows(str(path))
+        missing = [i + 1 for i, r in enumerate(rows) if not (r.get("prompt") or r.get("caption"))]
+        if missing:
+            raise ValueError(f"{path}: rows {missing[:5]} have no 'prompt' or 'caption'")
+        return [r.get("prompt") or r["caption"] for r in rows]
+    prompts = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    if not prompts:
+        raise ValueError(f"{path}: no prompts")
+    return prompts
+
+
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """``[N, C, H, W]`` in ``[-1, 1]`` -> ``[N, H, W, C]`` uint8."""
+    return ((images.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
+
+
+def image_grid(images: np.ndarray, columns: int = 8, upscale: int = 1) -> np.ndarray:
+    """``[N, H, W, C]`` uint8 images tiled row by row (white 1-pixel gaps) into one ``[H', W', C]``
+    image, each enlarged ``upscale`` times (nearest neighbour)."""
+    n, h, w, c = images.shape
+    images = images.repeat(upscale, axis=1).repeat(upscale, axis=2)
+    h, w = h * upscale, w * upscale
+    rows = -(-n // columns)
+    grid = np.full((rows * (h + 1) + 1, columns * (w + 1) + 1, c), 255, dtype=np.uint8)
+    for i, image in enumerate(images):
+        r, k = divmod(i, columns)
+        grid[1 + r * (h + 1): 1 + r * (h + 1) + h, 1 + k * (w + 1): 1 + k * (w + 1) + w] = image
+    return grid
+
+
+class ImageRewardEvaluation(Callback):
+    """Every ``every_n_steps`` training steps (and once in ``validate``/``test``), sample one image
+    per prompt of ``prompts_file`` with the module's ``sample`` (image ``i`` from seed
+    ``seed + i``, so evaluations compare like with like), score each with ``reward(image,
+    prompt)`` (a dotted path; the image an ``[H, W, 3]`` uint8 array; default the shapes task's)
+    and log ``eval/reward`` (mean), ``eval/reward_std`` and ``eval/win_rate`` (against the images
+    of the model at fit start, ties counting half). The first ``grid_size`` images go to every
+    TensorBoard logger as ``eval/samples`` (and ``eval/samples_start`` at fit start, the
+    before-and-after pair). ``limit`` keeps the first prompts only."""
+
+    def __init__(
+        self,
+        prompts_file: str,
+        reward: str = "policylab.tasks.shapes.image_reward",
+        every_n_steps: int = 200,
+        num_inference_steps: int = 20,
+        guidance_scale: float = 3.0,
+        seed: int = 0,
+        batch_size: int = 64,
+        grid_size: int = 32,
+        grid_upscale: int = 4,
+        limit: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.prompts = read_prompts(prompts_file)[:limit]
+        self.reward = import_object(reward)
+        self.every_n_steps, self.num_inference_steps, self.guidance_scale = every_n_steps, num_inference_steps, guidance_scale
+        self.seed, self.batch_size, self.grid_size, self.grid_upscale = seed, batch_size, grid_size, grid_upscale
+        self.start_scores: torch.Tensor | None = None
+        self.last_reward: float | None = None
+
+    @torch.no_grad()
+    def images(self, pl_module: L.LightningModule) -> np.ndarray:
+        was_training = pl_module.training
+        pl_module.eval()
+        try:
+            out = []
+            for start in range(0, len(self.prompts), self.batch_size):
+                prompts = self.prompts[start: start + self.batch_size]
+                seeds = [self.seed + start + i for i in range(len(prompts))]
+                out.append(to_uint8(pl_module.sample(prompts, seeds, self.num_inference_steps, self.guidance_scale)))
+        finally:
+            pl_module.train(was_training)
+        return np.concatenate(out)
+
+    def evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule, tag: str = "eval/samples") -> torch.Tensor:
+        """Reward of each prompt's image; the grid logged under ``tag``."""
+        images = self.images(pl_module)
+        scores = torch.tensor([float(self.reward(image, prompt)) for image, prompt in zip(images, self.prompts)])
+        self.last_reward = scores.mean().item()
+        self.log_grid(trainer, images[: self.grid_size], tag)
+        return scores
+
+    def log_grid(self, trainer: L.Trainer, images: np.ndarray, tag: str) -> None:
+        if not self.grid_size or not len(images):
+            return
+        grid = image_grid(images, columns=8, upscale=self.grid_upscale)
+        for logger in trainer.loggers:
+            experiment = getattr(logger, "experiment", None)
+            if hasattr(experiment, "add_image"):
+                experiment.add_image(tag, grid, global_step=trainer.global_step, dataformats="HWC")
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        self.start_scores = self.evaluate(trainer, pl_module, "eval/samples_start")
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if not self.every_n_steps or trainer.global_step % self.every_n_steps != 0:
+            return
+        scores = self.evaluate(trainer, pl_module)
+        metrics = {"eval/reward": scores.mean().item(), "eval/reward_std": scores.std().item() if len(scores) > 1 else 0.0}
+        if self.start_scores is not None:
+            win_rate = WinRate()
+            win_rate.update(scores, self.start_scores)
+            metrics["eval/win_rate"] = win_rate.compute().item()
+        log_evaluation(trainer, pl_module, metrics, prog_bar=True)
+
+    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+        if trainer.state.fn == TrainerFn.VALIDATING:
+            pl_module.log("eval/reward", self.evaluate(trainer, pl_module).mean().item())
+
+    def on_test_epoch_end(self, trainer, pl_module) -> None:
+        pl_module.log("eval/reward", self.evaluate(trainer, pl_module).mean().item())

@@ -1,0 +1,121 @@
+"""What the diffusion modules share: loading a text-to-image model, its optimizer, optional LoRA
+on the UNet, a frozen reference, and a copy of the trained model in diffusers' folder layout
+next to the checkpoints (``<run>/pipeline``), which a later stage or diffusers loads by path."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from torch import Tensor, nn
+
+from policylab.nn.target import frozen_copy
+from policylab.nn.text_to_image import TextToImage
+
+#: the UNet layers LoRA adapts by default: attention projections, as the diffusers LoRA examples do
+UNET_LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
+
+
+def load_text_to_image(model: Any) -> TextToImage:
+    """A pipeline folder path, or a :class:`TextToImage` as it is."""
+    if isinstance(model, (str, Path)):
+        return TextToImage.from_pretrained(model)
+    if not isinstance(model, TextToImage):
+        raise TypeError(f"model must be a pipeline folder path or a TextToImage, got {type(model).__name__}")
+    return model
+
+
+class DiffusionModule(L.LightningModule):
+    """Base of the diffusion modules: ``self.model`` is the :class:`TextToImage` whose UNet
+    trains (text encoder and VAE frozen). ``reference=True`` keeps a frozen copy of the starting
+    UNet as ``self.reference`` (or, with ``lora``, uses the UNet with its adapters disabled, so
+    no copy is made). ``lora``: ``peft.LoraConfig`` arguments (``target_modules`` defaults to the
+    attention projections); only the adapters train. Subclasses record ``lr`` and
+    ``weight_decay`` as hyperparameters."""
+
+    def __init__(self, model: Any, lora: dict[str, Any] | None = None, reference: bool = False) -> None:
+        super().__init__()
+        self.model = load_text_to_image(model)
+        self.model.unet.train()
+        if lora is not None:
+            try:
+                from peft import LoraConfig
+            except ImportError as err:
+                raise ImportError("lora needs PEFT: pip install peft") from err
+            self.model.unet.requires_grad_(False)
+            self.model.unet.add_adapter(LoraConfig(**{"target_modules": list(UNET_LORA_TARGETS), **lora}))
+        self.reference = None
+        if reference and lora is None:
+            self.reference = frozen_copy(self.model.unet).eval()
+
+    @property
+    def uses_lora(self) -> bool:
+        return getattr(self.model.unet, "_hf_peft_config_loaded", False)
+
+    @contextlib.contextmanager
+    def reference_unet(self):
+        """The reference UNet inside the block: the frozen copy, or the UNet with its LoRA
+        adapters disabled."""
+        if self.reference is not None:
+            yield self.reference
+            return
+        if not self.uses_lora:
+            raise RuntimeError(f"{type(self).__name__} was built without a reference (reference=False and no lora)")
+        self.model.unet.disable_adapters()
+        try:
+            yield self.model.unet
+        finally:
+            self.model.unet.enable_adapters()
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        for frozen in (self.model.text_encoder, self.model.vae, self.reference):
+            if frozen is not None:
+                frozen.eval()  # dropout and the like stay off in frozen parts
+        return self
+
+    def configure_optimizers(self):
+        trainable = [p for p in self.parameters() if p.requires_grad]
+        return torch.optim.AdamW(trainable, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+
+    # --- what the training steps share -----------------------------------------------------
+    def noised(self, x0: Tensor, noise: Tensor | None = None, t: Tensor | None = None):
+        """``(x_t, t, target)`` for clean ``x0`` with fresh (or given) noise and timesteps."""
+        noise = torch.randn_like(x0) if noise is None else noise
+        t = self.model.random_timesteps(len(x0)) if t is None else t
+        return self.model.add_noise(x0, noise, t), t, self.model.target(x0, noise, t)
+
+    def sample(self, captions: list[str], seed: int | list[int] = 0, num_inference_steps: int = 20,
+               guidance_scale: float = 3.0) -> Tensor:
+        """Images of the current model (what evaluation scores; Self-NPO overrides it to guide
+        with its negative model)."""
+        return self.model.sample(captions, seed, num_inference_steps, guidance_scale)
+
+    def pipeline_folder(self) -> Path | None:
+        """``<run>/pipeline`` when this process writes it (rank 0 of a run with a log directory)."""
+        log_dir = self.trainer.log_dir if self._trainer is not None else None
+        return Path(log_dir) / "pipeline" if log_dir and self.trainer.is_global_zero else None
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        if (folder := self.pipeline_folder()) is None:
+            return
+        unet_state = {k[len("model.unet."):]: v for k, v in checkpoint.get("state_dict", {}).items() if k.startswith("model.unet.")}
+        if self.uses_lora:  # write a plain UNet with the adapters merged in
+            unet = copy.deepcopy(self.model.unet)
+            unet.load_state_dict(unet_state)
+            unet.fuse_lora()
+            unet.unload_lora()
+            unet_state = unet.state_dict()
+        TextToImage(self._plain_unet(), self.model.text_encoder, self.model.tokenizer, self.model.scheduler,
+                    self.model.vae).save_pretrained(folder, unet_state=unet_state or None)
+
+    def _plain_unet(self) -> nn.Module:
+        if not self.uses_lora:
+            return self.model.unet
+        from diffusers import UNet2DConditionModel
+
+        return UNet2DConditionModel.from_config(self.model.unet.config)
