@@ -1,6 +1,8 @@
 """``python cli.py`` end to end as a user runs it: every config, TensorBoard output, resume, bad input."""
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -27,11 +29,14 @@ def _ok(result):
     return result
 
 
+_WRITTEN: dict[str, Path] = {}
+
+
 def tiny_overrides(config: Path, folder: Path) -> list[str]:
     """What makes a config small besides TINY: online methods collect little before learning;
-    language-model configs get a small addition task written into the run folder (their paths
-    are relative to it), and second stages (DPO, reward models) start from the initial model
-    instead of an SFT run."""
+    language-model and diffusion configs get a small task (addition, shapes at 8x8 pixels) written
+    into the run folder (their paths are relative to it), and second stages (DPO, reward models,
+    the diffusion methods) start from the initial model instead of a first-stage run."""
     text = config.read_text()
     overrides = []
     if "EnvInteraction" in text:
@@ -50,6 +55,23 @@ def tiny_overrides(config: Path, folder: Path) -> list[str]:
         overrides += ["--checkpoint.every_n_train_steps", "50"]
         if "runs/sft_arithmetic" in text:  # a second stage: start from the initial model instead
             overrides += ["--model.init_args.model", "data/arithmetic/model"]
+    if "data/shapes" in text:
+        pytest.importorskip("diffusers", reason="the diffusion extras (pip install -e '.[diffusion]')")
+        import subprocess
+        import sys
+
+        if "shapes" not in _WRITTEN:  # written once, copied into each run folder
+            _WRITTEN["shapes"] = Path(tempfile.mkdtemp(prefix="policylab-shapes-")) / "shapes"
+            subprocess.run([sys.executable, "-m", "policylab.tasks.shapes", "--out", str(_WRITTEN["shapes"]), "--size", "8",
+                            "--pretrain", "32", "--pairs", "32", "--prompts", "8", "--eval-prompts", "4"], check=True, capture_output=True)
+        shutil.copytree(_WRITTEN["shapes"], folder / "data/shapes")
+        overrides += ["--trainer.max_steps", "4", "--trainer.callbacks.init_args.every_n_steps", "2",
+                      "--trainer.callbacks.init_args.num_inference_steps", "2", "--checkpoint.every_n_train_steps", "2",
+                      "--data.init_args.resolution", "8", "--data.init_args.batch_size", "4"]
+        if "num_inference_steps" in text:  # the methods that sample while they train
+            overrides += ["--model.init_args.num_inference_steps", "2"]
+        if "runs/shapes_pretrain" in text:  # a second stage: start from the untrained model instead
+            overrides += ["--model.init_args.model", "data/shapes/model"]
     return overrides
 
 

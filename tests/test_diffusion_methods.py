@@ -174,6 +174,7 @@ def test_image_reward_evaluation_logs_reward_win_rate_and_grids(pipeline, tmp_pa
 
     events = EventAccumulator(str(tmp_path / "run" / "version_0"), size_guidance={"images": 0}).Reload()
     assert {"eval/samples", "eval/samples_start"} <= set(events.Tags()["images"])
+    assert "eval/reward_start" in events.Tags()["scalars"]
 
 
 def test_image_grid_layout():

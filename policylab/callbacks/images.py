@@ -59,7 +59,7 @@ class ImageRewardEvaluation(Callback):
     ``seed + i``, so evaluations compare like with like), score each with ``reward(image,
     prompt)`` (a dotted path; the image an ``[H, W, 3]`` uint8 array; default the shapes task's)
     and log ``eval/reward`` (mean), ``eval/reward_std`` and ``eval/win_rate`` (against the images
-    of the model at fit start, ties counting half). The first ``grid_size`` images go to every
+    of the model at fit start, ties counting half; that model's reward is ``eval/reward_start``). The first ``grid_size`` images go to every
     TensorBoard logger as ``eval/samples`` (and ``eval/samples_start`` at fit start, the
     before-and-after pair). ``limit`` keeps the first prompts only."""
 
@@ -117,6 +117,8 @@ class ImageRewardEvaluation(Callback):
 
     def on_fit_start(self, trainer, pl_module) -> None:
         self.start_scores = self.evaluate(trainer, pl_module, "eval/samples_start")
+        for logger in trainer.loggers:  # the starting reward, at the step training starts from
+            logger.log_metrics({"eval/reward_start": self.start_scores.mean().item()}, step=trainer.global_step)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if not self.every_n_steps or trainer.global_step % self.every_n_steps != 0:

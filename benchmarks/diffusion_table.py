@@ -1,0 +1,89 @@
+"""Every diffusion method on the shapes task: the programmatic reward of samples for the
+held-out prompts before and after, 3 seeds, as a markdown table. Runs go through
+``python cli.py fit`` with the shipped configs.
+
+    python benchmarks/diffusion_table.py --seeds 0 1 2 --out data/bench/diffusion
+
+In ``<out>``: the task data (``data/shapes``, written with seed 0), one pretraining run
+(``configs/shapes_pretrain.yaml``; every method starts from it), and per method and seed a run
+``runs/<method>_seed<k>`` (the method's training seed: its batches, noise and samples). The
+table gives ``eval/reward`` (mean reward of the 64 evaluation images, the same prompts and seeds
+each time) at the start and at the last step, the gain, and ``eval/win_rate`` against the start
+image for image. Finished runs are read, unfinished ones resumed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from preference_table import run  # noqa: E402
+from score_table import scores_of_run  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+METHODS = ("diffusion_dpo", "smpo", "seppo", "self_npo", "diffusion_dro")
+
+
+def fit(config: str, name: str, steps: int, seed: int, folder: Path, extra: list[str]) -> Path:
+    """``python cli.py fit`` of one run in ``folder`` unless it reached ``steps``; the run folder."""
+    run_dir = folder / "runs" / name / "version_0"
+    if steps in scores_of_run(run_dir, "eval/reward") if run_dir.exists() else False:
+        return run_dir
+    args = [str(ROOT / "cli.py"), "fit", "--config", str(ROOT / "configs" / config), "--seed_everything", str(seed),
+            "--trainer.max_steps", str(steps), "--trainer.logger.init_args.name", name,
+            "--trainer.logger.init_args.version", "version_0", "--trainer.enable_progress_bar", "false", *extra]
+    if (run_dir / "checkpoints/last.ckpt").is_file():
+        args += ["--ckpt_path", "last"]
+    print(f"{name} ({steps} steps)", flush=True)
+    run(args, folder, folder / f"{name}.log")
+    return run_dir
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    parser.add_argument("--out", default="runs/diffusion_table")
+    parser.add_argument("--pretrain-steps", type=int, default=3000)
+    parser.add_argument("--steps", type=int, default=500, help="steps of each method")
+    parser.add_argument("--eval-every", type=int, default=100)
+    parser.add_argument("--set", nargs=2, action="append", default=[], metavar=("OPTION", "VALUE"),
+                        help="an extra override for every method run, e.g. --set model.init_args.lr 1e-4")
+    args = parser.parse_args()
+
+    folder = Path(args.out)
+    folder.mkdir(parents=True, exist_ok=True)
+    if not (folder / "data/shapes/model").is_dir():
+        run(["-m", "policylab.tasks.shapes", "--out", "data/shapes"], folder, folder / "task.log")
+    pretrained = fit("shapes_pretrain.yaml", "shapes_pretrain", args.pretrain_steps, 0, folder, [])
+    every = ["--trainer.callbacks.init_args.every_n_steps", str(args.eval_every), "--checkpoint.every_n_train_steps", str(args.eval_every)]
+    extra = [*every, "--model.init_args.model", str((pretrained / "pipeline").resolve())]
+    for option, value in args.set:
+        extra += [f"--{option}", value]
+    table = {m: [fit(f"{m}_shapes.yaml", f"{m}_seed{s}", args.steps, s, folder, extra) for s in args.seeds] for m in args.methods}
+    print_table(table, args.steps)
+
+
+def print_table(table: dict[str, list[Path]], steps: int) -> None:
+    def stats(values) -> str:
+        v = np.array(values, dtype=float)
+        return f"{v.mean():.3f} +- {v.std():.3f}"
+
+    print(f"\n| method | reward at start | reward after {steps} steps ({len(next(iter(table.values())))} seeds) | per seed | gain | win rate vs start | best evaluation |")
+    print("|---|---|---|---|---|---|---|")
+    for name, runs in table.items():
+        start = [min(s.items())[1] for r in runs if (s := scores_of_run(r, "eval/reward_start"))]
+        rewards = [scores_of_run(r, "eval/reward") for r in runs]
+        final = [s[steps] for s in rewards]
+        wins = [scores_of_run(r, "eval/win_rate")[steps] for r in runs]
+        gain = f"{np.mean(final) - np.mean(start):+.3f}" if start else ""
+        print(f"| {name} | {stats(start) if start else ''} | {stats(final)} | {', '.join(f'{x:.3f}' for x in final)} | {gain} "
+              f"| {stats(wins)} | {stats([max(s.values()) for s in rewards])} |")
+
+
+if __name__ == "__main__":
+    main()
