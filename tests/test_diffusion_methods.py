@@ -148,15 +148,23 @@ def test_diffusion_dpo_learns_its_pairs(pipeline, tmp_path):
     assert start < 0.65 and end > 0.7 and end - start > 0.15, (start, end)
 
 
-def test_pipeline_written_with_checkpoints_and_reloadable(pipeline, tmp_path):
+@pytest.mark.parametrize("lora", [None, {"r": 4, "lora_alpha": 4}], ids=["full", "lora"])
+def test_pipeline_written_with_checkpoints_and_reloadable(pipeline, tmp_path, lora):
+    """``<run>/pipeline`` predicts what the trained module predicts (LoRA adapters merged in)."""
     torch.manual_seed(0)
-    module = DiffusionDPO(str(pipeline), lr=1e-3)
+    module = DiffusionDPO(str(pipeline), lr=1e-2, lora=lora)
     trainer = L.Trainer(max_steps=2, accelerator="cpu", enable_progress_bar=False, enable_model_summary=False,
                         default_root_dir=tmp_path, logger=L.pytorch.loggers.TensorBoardLogger(tmp_path, name="run"))
     trainer.fit(module, train_dataloaders=loader([pair_batch() for _ in range(2)]))
     saved = TextToImage.from_pretrained(tmp_path / "run" / "version_0" / "pipeline")
-    for key, value in module.model.unet.state_dict().items():
-        torch.testing.assert_close(saved.unet.state_dict()[key], value)
+    module.eval()
+    x, t = torch.randn(2, 3, SIZE, SIZE), torch.tensor([100, 500])
+    text = module.model.encode_text(["a red circle"] * 2)
+    with torch.no_grad():
+        trained = module.model.predict(x, t, text)
+        torch.testing.assert_close(saved.predict(x, t, text), trained, atol=1e-5, rtol=1e-4)
+        with module.reference_unet() as reference:  # and the run did move away from the start
+            assert (module.model.predict(x, t, text, reference) - trained).abs().max() > 1e-3
 
 
 def test_image_reward_evaluation_logs_reward_win_rate_and_grids(pipeline, tmp_path):
