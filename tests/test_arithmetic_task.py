@@ -67,3 +67,17 @@ def test_dropped_carry_mistakes_are_systematic():
             assert not is_correct(row["prompt"], row["completion"])
     with pytest.raises(ValueError, match="mistake must be"):
         AdditionTask(mistake="typo")
+
+
+def test_flipped_carry_mistakes_are_as_often_larger_as_smaller():
+    from policylab.tasks.arithmetic import flipped_carry_sum
+
+    assert flipped_carry_sum(37, 45) == 72 and flipped_carry_sum(31, 45) == 86 and flipped_carry_sum(3, 4) == 17
+    task = AdditionTask(seed=4, mistake="flipped_carry")
+    pairs = task.preference_rows(2000)
+    larger = [int(p["rejected"]) > int(p["chosen"]) for p in pairs]
+    assert all(abs(int(p["rejected"]) - int(p["chosen"])) == 10 for p in pairs)
+    assert 0.4 < sum(larger) / len(larger) < 0.6  # no size cue for a preference learner
+    longer = sum(len(p["rejected"]) > len(p["chosen"]) for p in pairs) / len(pairs)
+    shorter = sum(len(p["rejected"]) < len(p["chosen"]) for p in pairs) / len(pairs)
+    assert longer < 0.1 and shorter < 0.1  # and little length cue, either way (dropped carry: half shorter)
