@@ -13,6 +13,7 @@ import lightning as L
 import torch
 from torch import Tensor, nn
 
+from policylab.modules.hub import quiet_progress_bars
 from policylab.nn.target import frozen_copy
 from policylab.nn.text_to_image import TextToImage
 
@@ -110,8 +111,9 @@ class DiffusionModule(L.LightningModule):
             unet.fuse_lora()
             unet.unload_lora()
             unet_state = unet.state_dict()
-        TextToImage(self._plain_unet(), self.model.text_encoder, self.model.tokenizer, self.model.scheduler,
-                    self.model.vae).save_pretrained(folder, unet_state=unet_state or None)
+        with quiet_progress_bars():
+            TextToImage(self._plain_unet(), self.model.text_encoder, self.model.tokenizer, self.model.scheduler,
+                        self.model.vae).save_pretrained(folder, unet_state=unet_state or None)
 
     def _plain_unet(self) -> nn.Module:
         if not self.uses_lora:

@@ -9,6 +9,8 @@ from typing import Any
 import lightning as L
 import torch
 
+from policylab.modules.hub import quiet_progress_bars
+
 
 def load_causal_lm(model: Any):
     """A name or path for ``AutoModelForCausalLM.from_pretrained``, or a model object as it is."""
@@ -74,12 +76,5 @@ class LanguageModelModule(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         if (folder := self.hf_model_folder()) is not None:
-            from transformers.utils import logging as hf_logging
-
-            bars = hf_logging.is_progress_bar_enabled()
-            hf_logging.disable_progress_bar()  # no "Writing model shards" bar at every checkpoint
-            try:
+            with quiet_progress_bars():
                 self.policy.save_pretrained(str(folder), state_dict=self.checkpoint_weights(checkpoint, "policy."))
-            finally:
-                if bars:
-                    hf_logging.enable_progress_bar()
