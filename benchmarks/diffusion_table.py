@@ -51,6 +51,7 @@ def main() -> None:
     parser.add_argument("--pretrain-steps", type=int, default=3000)
     parser.add_argument("--steps", type=int, default=500, help="steps of each method")
     parser.add_argument("--eval-every", type=int, default=100)
+    parser.add_argument("--tag", default="", help="suffix of the run names (runs/<method><tag>_seed<k>), to keep variants apart")
     parser.add_argument("--set", nargs=2, action="append", default=[], metavar=("OPTION", "VALUE"),
                         help="an extra override for every method run, e.g. --set model.init_args.lr 1e-4")
     args = parser.parse_args()
@@ -64,7 +65,7 @@ def main() -> None:
     extra = [*every, "--model.init_args.model", str((pretrained / "pipeline").resolve())]
     for option, value in args.set:
         extra += [f"--{option}", value]
-    table = {m: [fit(f"{m}_shapes.yaml", f"{m}_seed{s}", args.steps, s, folder, extra) for s in args.seeds] for m in args.methods}
+    table = {m: [fit(f"{m}_shapes.yaml", f"{m}{args.tag}_seed{s}", args.steps, s, folder, extra) for s in args.seeds] for m in args.methods}
     print_table(table, args.steps)
 
 

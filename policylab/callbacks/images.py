@@ -61,7 +61,8 @@ class ImageRewardEvaluation(Callback):
     and log ``eval/reward`` (mean), ``eval/reward_std`` and ``eval/win_rate`` (against the images
     of the model at fit start, ties counting half; that model's reward is ``eval/reward_start``). The first ``grid_size`` images go to every
     TensorBoard logger as ``eval/samples`` (and ``eval/samples_start`` at fit start, the
-    before-and-after pair). ``limit`` keeps the first prompts only."""
+    before-and-after pair). ``limit`` keeps the first prompts only. ``clip_model`` (a local CLIP
+    model folder) adds ``eval/clip_score`` (:class:`policylab.metrics.CLIPScore`)."""
 
     def __init__(
         self,
@@ -75,9 +76,15 @@ class ImageRewardEvaluation(Callback):
         grid_size: int = 32,
         grid_upscale: int = 4,
         limit: int | None = None,
+        clip_model: str | None = None,
     ) -> None:
         super().__init__()
         self.prompts = read_prompts(prompts_file)[:limit]
+        self.clip_score = None
+        if clip_model is not None:
+            from policylab.metrics import CLIPScore
+
+            self.clip_score = CLIPScore(clip_model)
         self.reward = import_object(reward)
         self.every_n_steps, self.num_inference_steps, self.guidance_scale = every_n_steps, num_inference_steps, guidance_scale
         self.seed, self.batch_size, self.grid_size, self.grid_upscale = seed, batch_size, grid_size, grid_upscale
@@ -103,6 +110,10 @@ class ImageRewardEvaluation(Callback):
         images = self.images(pl_module)
         scores = torch.tensor([float(self.reward(image, prompt)) for image, prompt in zip(images, self.prompts)])
         self.last_reward = scores.mean().item()
+        if self.clip_score is not None:
+            self.clip_score.reset()
+            self.clip_score.update(torch.from_numpy(images).permute(0, 3, 1, 2), self.prompts)
+            self.last_clip_score = self.clip_score.compute().item()
         self.log_grid(trainer, images[: self.grid_size], tag)
         return scores
 
@@ -125,6 +136,8 @@ class ImageRewardEvaluation(Callback):
             return
         scores = self.evaluate(trainer, pl_module)
         metrics = {"eval/reward": scores.mean().item(), "eval/reward_std": scores.std().item() if len(scores) > 1 else 0.0}
+        if self.clip_score is not None:
+            metrics["eval/clip_score"] = self.last_clip_score
         if self.start_scores is not None:
             win_rate = WinRate()
             win_rate.update(scores, self.start_scores)

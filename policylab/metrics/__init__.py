@@ -1,5 +1,6 @@
 """torchmetrics metrics of policylab's methods."""
 
+from policylab.metrics.images import CLIPScore
 from policylab.metrics.preference import (
     IdealizedRankingAccuracy,
     RankingAccuracy,
@@ -7,4 +8,4 @@ from policylab.metrics.preference import (
     WinRate,
 )
 
-__all__ = ["IdealizedRankingAccuracy", "RankingAccuracy", "RewardAccuracy", "WinRate"]
+__all__ = ["CLIPScore", "IdealizedRankingAccuracy", "RankingAccuracy", "RewardAccuracy", "WinRate"]
