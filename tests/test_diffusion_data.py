@@ -3,6 +3,7 @@ batches, winner first, ties dropped or kept, scores reordered; images resized, c
 to [-1, 1], one flip for both images of a pair; single images and pair winners; prompt files;
 every bad row named by file, row and column; the shapes task's files load."""
 
+import io
 import json
 import re
 import sys
@@ -254,7 +255,7 @@ def test_missing_image_column_and_bad_sources(tmp_path):
 
 
 def test_shapes_files_load_and_pair_winners_match_their_captions(tmp_path, monkeypatch):
-    out = write_dataset(tmp_path / "shapes", seed=1, pretrain=12, pairs=24, prompts=10, eval_prompts=14)
+    out = write_dataset(tmp_path / "shapes", seed=1, pretrain=12, pairs=24, prompts=10, eval_prompts=14, pretrain_mismatch=0.0, model=False)
     assert sorted(p.name for p in out.iterdir()) == ["eval_prompts.txt", "pairs.parquet", "pretrain.parquet", "prompts.txt"]
 
     def pixels(images):  # [-1, 1] -> uint8 [H, W, 3]; exact, as PNG is lossless
@@ -279,11 +280,21 @@ def test_shapes_files_load_and_pair_winners_match_their_captions(tmp_path, monke
 
     # the command line writes the same files for the same seed, other files for another
     monkeypatch.setattr(sys, "argv", ["shapes", "--out", str(tmp_path / "cli"), "--seed", "1", "--pretrain", "12", "--pairs", "24",
-                                      "--prompts", "10", "--eval-prompts", "14"])
+                                      "--prompts", "10", "--eval-prompts", "14", "--pretrain-mismatch", "0", "--no-model"])
     shapes.main()
-    other = write_dataset(tmp_path / "other", seed=2, pretrain=12, pairs=24, prompts=10, eval_prompts=14)
+    other = write_dataset(tmp_path / "other", seed=2, pretrain=12, pairs=24, prompts=10, eval_prompts=14, pretrain_mismatch=0.0, model=False)
     for name in ("pretrain.parquet", "pairs.parquet"):
         assert pq.read_table(tmp_path / "cli" / name).equals(pq.read_table(out / name))
         assert not pq.read_table(other / name).equals(pq.read_table(out / name))
     assert (tmp_path / "cli" / "prompts.txt").read_text() == (out / "prompts.txt").read_text() != (other / "prompts.txt").read_text()
     assert not list(out.glob("*.tmp"))
+
+
+def test_shapes_pretraining_images_mismatch_their_captions_at_the_given_rate(tmp_path):
+    from PIL import Image
+
+    out = write_dataset(tmp_path / "shapes", seed=0, pretrain=400, pairs=1, prompts=1, eval_prompts=1, pretrain_mismatch=0.3, model=False)
+    table = pq.read_table(out / "pretrain.parquet").to_pydict()
+    rewards = [image_reward(np.asarray(Image.open(io.BytesIO(b)).convert("RGB")), c) for b, c in zip(table["jpg"], table["caption"])]
+    mismatched = sum(r < 1.0 for r in rewards) / len(rewards)
+    assert 0.22 < mismatched < 0.38, mismatched

@@ -160,7 +160,7 @@ def write_dataset(
     pretrain: int = 4000,
     pairs: int = 2000,
     prompts: int = 512,
-    eval_prompts: int = 64,
+    eval_prompts: int = 192,
     size: int = 16,
     pretrain_mismatch: float = 0.3,
     model: bool = True,
@@ -225,7 +225,7 @@ def main() -> None:
     parser.add_argument("--pretrain", type=int, default=4000, help="rows of pretrain.parquet")
     parser.add_argument("--pairs", type=int, default=2000, help="rows of pairs.parquet")
     parser.add_argument("--prompts", type=int, default=512, help="lines of prompts.txt")
-    parser.add_argument("--eval-prompts", type=int, default=64, help="lines of eval_prompts.txt")
+    parser.add_argument("--eval-prompts", type=int, default=192, help="lines of eval_prompts.txt")
     parser.add_argument("--size", type=int, default=16, help="image side in pixels")
     parser.add_argument("--pretrain-mismatch", type=float, default=0.3, help="share of pretraining images that do not match their caption")
     parser.add_argument("--no-model", action="store_true", help="do not write the untrained model to <out>/model")
