@@ -191,3 +191,21 @@ def test_image_grid_layout():
     assert grid.shape == (2 * 5 + 1, 2 * 5 + 1, 3)
     assert (grid[1:5, 1:5] == 0).all() and (grid[1:5, 6:10] == 1).all() and (grid[6:10, 1:5] == 2).all()
     assert (grid[6:10, 6:10] == 255).all()  # the empty cell stays white
+
+
+def test_model_pairs_are_labelled_by_the_reward_and_load(pipeline, tmp_path):
+    import pyarrow.parquet as pq
+
+    from policylab.datamodules import ImagePairDataModule
+    from policylab.tasks.shapes import write_model_pairs
+
+    prompts = ["a red circle", "a blue square", "a green triangle"] * 2
+    out = write_model_pairs(pipeline, tmp_path / "model_pairs.parquet", prompts, num_inference_steps=2, batch_size=4)
+    rows = pq.read_table(out).to_pylist()
+    assert [r["caption"] for r in rows] == prompts
+    for r in rows:
+        assert r["label_0"] == (1.0 if r["score_0"] > r["score_1"] else 0.0 if r["score_0"] < r["score_1"] else 0.5)
+    data = ImagePairDataModule(str(out), resolution=SIZE, batch_size=2, ties="keep", score_columns=("score_0", "score_1"))
+    data.setup("fit")
+    batch = next(iter(data.train_dataloader()))
+    assert batch["images"].shape[1:] == (2, 3, SIZE, SIZE) and (batch["scores"][:, 0] >= batch["scores"][:, 1]).all()

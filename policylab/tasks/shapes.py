@@ -158,7 +158,7 @@ def write_dataset(
     out_dir: str | Path,
     seed: int = 0,
     pretrain: int = 4000,
-    pairs: int = 2000,
+    pairs: int = 10000,
     prompts: int = 512,
     eval_prompts: int = 192,
     size: int = 16,
@@ -209,6 +209,37 @@ def write_dataset(
     return out
 
 
+def write_model_pairs(pipeline: str | Path, out_file: str | Path, prompts: list[str], seed: int = 0,
+                      num_inference_steps: int = 20, guidance_scale: float = 3.0, batch_size: int = 64) -> Path:
+    """Pairs in the Pick-a-Pic layout from a model's own samples, as Pick-a-Pic's are: two images
+    per prompt (seeds ``seed + 2i`` and ``seed + 2i + 1``) from the text-to-image ``pipeline``,
+    labelled by :func:`image_reward` (``label_0`` 1 or 0, 0.5 for a tie; ``score_0``/``score_1``
+    the rewards). Written atomically to ``out_file``."""
+    import torch
+
+    from policylab.callbacks.images import to_uint8
+    from policylab.nn.text_to_image import TextToImage
+
+    model = TextToImage.from_pretrained(pipeline).eval()
+    rows: dict[str, list] = {"caption": [], "jpg_0": [], "jpg_1": [], "label_0": [], "score_0": [], "score_1": []}
+    for start in range(0, len(prompts), batch_size):
+        chunk = prompts[start: start + batch_size]
+        seeds = [seed + 2 * (start + i) + side for side in (0, 1) for i in range(len(chunk))]
+        with torch.no_grad():
+            images = to_uint8(model.sample(chunk + chunk, seeds, num_inference_steps, guidance_scale))
+        for i, text in enumerate(chunk):
+            first, second = images[i], images[len(chunk) + i]
+            score_0, score_1 = image_reward(first, text), image_reward(second, text)
+            rows["caption"].append(text)
+            rows["jpg_0"].append(png_bytes(first))
+            rows["jpg_1"].append(png_bytes(second))
+            rows["label_0"].append(1.0 if score_0 > score_1 else 0.0 if score_0 < score_1 else 0.5)
+            rows["score_0"].append(score_0)
+            rows["score_1"].append(score_1)
+    _write_parquet(Path(out_file), rows)
+    return Path(out_file)
+
+
 def build_model(directory: str | Path | None = None, size: int = 16, seed: int = 0):
     """The task's untrained text-to-image model (:func:`policylab.nn.text_to_image.build_tiny_text_to_image`
     over the caption words, pixel space ``size`` squared), saved as a diffusers pipeline folder
@@ -223,13 +254,21 @@ def main() -> None:
     parser.add_argument("--out", default="data/shapes")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--pretrain", type=int, default=4000, help="rows of pretrain.parquet")
-    parser.add_argument("--pairs", type=int, default=2000, help="rows of pairs.parquet")
+    parser.add_argument("--pairs", type=int, default=10000, help="rows of pairs.parquet")
     parser.add_argument("--prompts", type=int, default=512, help="lines of prompts.txt")
     parser.add_argument("--eval-prompts", type=int, default=192, help="lines of eval_prompts.txt")
     parser.add_argument("--size", type=int, default=16, help="image side in pixels")
     parser.add_argument("--pretrain-mismatch", type=float, default=0.3, help="share of pretraining images that do not match their caption")
     parser.add_argument("--no-model", action="store_true", help="do not write the untrained model to <out>/model")
+    parser.add_argument("--pairs-from", metavar="PIPELINE", help="instead: write <out>/model_pairs.parquet from this model's "
+                        "samples for the prompts of <out>/prompts.txt (two per prompt, labelled by the reward)")
+    parser.add_argument("--repeat", type=int, default=4, help="with --pairs-from: pairs per prompt")
     args = parser.parse_args()
+    if args.pairs_from:
+        prompts = [line for line in (Path(args.out) / "prompts.txt").read_text().splitlines() if line] * args.repeat
+        out = write_model_pairs(args.pairs_from, Path(args.out) / "model_pairs.parquet", prompts, seed=args.seed)
+        print(f"wrote {out} ({len(prompts)} pairs, ties included)")
+        return
     out = write_dataset(args.out, args.seed, args.pretrain, args.pairs, args.prompts, args.eval_prompts, args.size,
                         args.pretrain_mismatch, model=not args.no_model)
     print(f"wrote {out}/pretrain.parquet ({args.pretrain} rows), pairs.parquet ({args.pairs}), "
