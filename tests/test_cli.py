@@ -72,6 +72,8 @@ def tiny_overrides(config: Path, folder: Path) -> list[str]:
             overrides += ["--model.init_args.num_inference_steps", "2"]
         if "runs/shapes_pretrain" in text:  # a second stage: start from the untrained model instead
             overrides += ["--model.init_args.model", "data/shapes/model"]
+        if "model_pairs.parquet" in text:  # the untrained model's samples would all tie: drawn pairs
+            overrides += ["--data.init_args.train_file", "data/shapes/pairs.parquet"]
     return overrides
 
 
