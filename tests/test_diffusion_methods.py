@@ -66,10 +66,16 @@ def test_noise_algebra_inverts(pipeline):
 def test_diffusion_dpo_is_log_2_at_the_start(pipeline, lora):
     torch.manual_seed(0)
     module = DiffusionDPO(str(pipeline), beta=5000.0, lora=lora)
+    module.eval()  # policy and reference through the same kernels: equal errors to the bit
+    with torch.no_grad():
+        loss, margin, _ = module.loss_and_margin(pair_batch())
+    assert loss.item() == pytest.approx(math.log(2), abs=1e-6)
+    assert (margin == 0).all()
+    # in training mode (and with autograd) the policy's kernels differ from the reference's in
+    # float32 rounding, which beta 2500 scales to ~1e-3
+    module.train()
     loss, margin, _ = module.loss_and_margin(pair_batch())
-    # beta 2500 times float32 rounding of the errors (with and without autograd) is ~1e-4
-    assert loss.item() == pytest.approx(math.log(2), abs=2e-4)
-    torch.testing.assert_close(margin, torch.zeros_like(margin), atol=5e-4, rtol=0)
+    assert loss.item() == pytest.approx(math.log(2), abs=2e-3)
     if lora is not None:  # no frozen copy: the reference is the UNet with adapters disabled
         assert module.reference is None
         trainable = [n for n, p in module.named_parameters() if p.requires_grad]
@@ -80,8 +86,10 @@ def test_smpo_needs_scores_and_is_log_2_at_the_start(pipeline):
     torch.manual_seed(0)
     module = SmPO(str(pipeline), renoise_steps=2)
     batch = pair_batch()
-    loss, _, _ = module.loss_and_margin(batch)
-    assert loss.item() == pytest.approx(math.log(2), abs=2e-4)
+    module.eval()
+    with torch.no_grad():
+        loss, _, _ = module.loss_and_margin(batch)
+    assert loss.item() == pytest.approx(math.log(2), abs=1e-6)
     batch.pop("scores")
     with pytest.raises(KeyError, match="score_columns"):
         module.loss_and_margin(batch)
