@@ -62,7 +62,7 @@ def pseudo_huber(difference: Tensor, c: float = 0.001) -> Tensor:
 
 
 def smoothed_preference(score_w: Tensor, score_l: Tensor, low: float = 0.0, high: float = 1.0) -> Tensor:
-    """SmPO's smoothed probability that ``w`` is preferred (Lu et al., "Smoothed Preference
+    """SmPO's smoothed probability that ``w`` is preferred (arXiv 2506.02698, "Smoothed Preference
     Optimization via ReNoise Inversion for Aligning Diffusion Models with Varied Human
     Preferences", ICML 2025): reward scores min-max normalized with fixed bounds ``(low, high)``
     (the authors' PickScore bounds are 0.1154 and 0.2820), then
@@ -86,7 +86,7 @@ def smpo_loss(model_err_w: Tensor, model_err_l: Tensor, ref_err_w: Tensor, ref_e
 
 def seppo_loss(model_err_w: Tensor, ref_err_w: Tensor, model_err_s: Tensor, ref_err_s: Tensor, beta: float = 5000.0,
                criterion: str = "indicator") -> Tensor:
-    """SePPO per sample (Zhang et al., "SePPO: Semi-Policy Preference Optimization for Diffusion
+    """SePPO per sample (arXiv 2410.05255, "SePPO: Semi-Policy Preference Optimization for Diffusion
     Alignment", 2024): the winning image ``w`` against a sample ``s`` that a reference
     checkpoint generated for the same caption, all errors under one shared noise and timestep.
 

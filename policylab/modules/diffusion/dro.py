@@ -1,4 +1,4 @@
-"""Diffusion-DRO (Lin et al., "Diffusion Denoising Ranking Optimization", NeurIPS 2025;
+"""Diffusion-DRO ("Diffusion Denoising Ranking Optimization", NeurIPS 2025, arXiv 2510.18353;
 basiclab/DiffusionDRO): learning from expert images alone, with the model's own samples as the
 negatives. A ranking hinge asks the model to denoise expert images better, relative to the
 frozen reference, than states of its own sampling trajectories."""

@@ -1,4 +1,4 @@
-"""Self-NPO (Wang et al., "Self-NPO: Negative Preference Optimization of Diffusion Models by
+"""Self-NPO (arXiv 2505.11777, "Self-NPO: Negative Preference Optimization of Diffusion Models by
 Simply Learning from Itself", 2025): a negative model learned without preference labels, by
 truncated diffusion fine-tuning on the model's own unconditional predictions; at sampling it
 replaces the unconditional branch of classifier-free guidance."""

@@ -1,4 +1,4 @@
-"""SePPO (Zhang et al., "SePPO: Semi-Policy Preference Optimization for Diffusion Alignment",
+"""SePPO ("SePPO: Semi-Policy Preference Optimization for Diffusion Alignment", arXiv 2410.05255,
 2024; later SSPO): preference optimization from winning images alone. A previous checkpoint,
 drawn at random from those kept (Random Checkpoint Replay), is the reference: it generates the
 image that takes the loser's place, and an anchor criterion on the real winner decides whether

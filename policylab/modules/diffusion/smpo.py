@@ -1,4 +1,4 @@
-"""SmPO-Diffusion (Lu et al., "Smoothed Preference Optimization via ReNoise Inversion for
+"""SmPO-Diffusion (arXiv 2506.02698, "Smoothed Preference Optimization via ReNoise Inversion for
 Aligning Diffusion Models with Varied Human Preferences", ICML 2025): Diffusion-DPO whose pairs
 weigh by how clearly a reward model prefers the winner, with the noised images optionally found
 by ReNoise inversion instead of forward noising."""
