@@ -22,26 +22,10 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from preference_table import run  # noqa: E402
+from preference_table import fit, run  # noqa: E402
 from score_table import scores_of_run  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
 METHODS = ("diffusion_dpo", "smpo", "seppo", "self_npo", "diffusion_dro")
-
-
-def fit(config: str, name: str, steps: int, seed: int, folder: Path, extra: list[str]) -> Path:
-    """``python cli.py fit`` of one run in ``folder`` unless it reached ``steps``; the run folder."""
-    run_dir = folder / "runs" / name / "version_0"
-    if steps in scores_of_run(run_dir, "eval/reward") if run_dir.exists() else False:
-        return run_dir
-    args = [str(ROOT / "cli.py"), "fit", "--config", str(ROOT / "configs" / config), "--seed_everything", str(seed),
-            "--trainer.max_steps", str(steps), "--trainer.logger.init_args.name", name,
-            "--trainer.logger.init_args.version", "version_0", "--trainer.enable_progress_bar", "false", *extra]
-    if (run_dir / "checkpoints/last.ckpt").is_file():
-        args += ["--ckpt_path", "last"]
-    print(f"{name} ({steps} steps)", flush=True)
-    run(args, folder, folder / f"{name}.log")
-    return run_dir
 
 
 def main() -> None:
@@ -62,7 +46,7 @@ def main() -> None:
     folder.mkdir(parents=True, exist_ok=True)
     if not (folder / "data/shapes/model").is_dir():
         run(["-m", "policylab.tasks.shapes", "--out", "data/shapes"], folder, folder / "task.log")
-    pretrained = fit("shapes_pretrain.yaml", "shapes_pretrain", args.pretrain_steps, 0, folder, [])
+    pretrained = fit("shapes_pretrain.yaml", "shapes_pretrain", args.pretrain_steps, 0, folder, [], "eval/reward")
     if not (folder / "data/shapes/model_pairs.parquet").is_file():  # Diffusion-DPO's and SmPO's pairs
         run(["-m", "policylab.tasks.shapes", "--out", "data/shapes", "--pairs-from", str(pretrained / "pipeline"), "--repeat", "6"],
             folder, folder / "task.log")
@@ -70,7 +54,7 @@ def main() -> None:
     extra = [*every, "--model.init_args.model", str((pretrained / "pipeline").resolve())]
     for option, value in args.set:
         extra += [f"--{option}", value]
-    table = {m: [fit(f"{m}_shapes.yaml", f"{m}{args.tag}_seed{s}", args.steps, s, folder, extra) for s in args.seeds] for m in args.methods}
+    table = {m: [fit(f"{m}_shapes.yaml", f"{m}{args.tag}_seed{s}", args.steps, s, folder, extra, "eval/reward") for s in args.seeds] for m in args.methods}
     print_table(table, args.steps)
     if args.grids:
         for method, runs in table.items():

@@ -57,10 +57,11 @@ def accuracy(run_dir: Path, step: int) -> float | None:
     return scores.get(step)
 
 
-def fit(config: str, name: str, steps: int, seed: int, folder: Path, extra: list[str]) -> Path:
-    """``python cli.py fit`` of one run in ``folder`` unless finished; the run's folder."""
+def fit(config: str, name: str, steps: int, seed: int, folder: Path, extra: list[str], metric: str = "eval/accuracy") -> Path:
+    """``python cli.py fit`` of one run in ``folder`` unless it logged ``metric`` at ``steps``
+    (then it is finished); the run's folder."""
     run_dir = folder / "runs" / name / "version_0"
-    if accuracy(run_dir, steps) is not None:
+    if run_dir.exists() and steps in scores_of_run(run_dir, metric):
         return run_dir
     args = [str(ROOT / "cli.py"), "fit", "--config", str(ROOT / "configs" / config), "--seed_everything", str(seed),
             "--trainer.max_steps", str(steps), "--trainer.logger.init_args.name", name,

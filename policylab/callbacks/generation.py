@@ -1,4 +1,5 @@
-"""Accuracy of greedy answers under a programmatic judge, for language-model runs."""
+"""Evaluations that score a module's outputs prompt by prompt against the start of training,
+and the accuracy of greedy answers under a programmatic judge for language-model runs."""
 
 from __future__ import annotations
 
@@ -24,7 +25,52 @@ def import_object(dotted: str) -> Callable:
         raise ValueError(f"cannot import {dotted!r} ({err})") from err
 
 
-class GreedyAccuracy(Callback):
+class ScoredEvaluation(Callback):
+    """What evaluations that score one output per prompt share (:class:`GreedyAccuracy`,
+    :class:`~policylab.callbacks.ImageRewardEvaluation`): the scores at fit start; every
+    ``every_n_steps`` training steps the mean score as ``metric``, any :meth:`step_metrics` of
+    the subclass, and ``eval/win_rate`` against the start output for output (ties count half;
+    :class:`policylab.metrics.WinRate`); the mean once in ``validate``/``test``. A subclass gives
+    :meth:`evaluate`."""
+
+    metric = "eval/score"
+
+    def __init__(self, every_n_steps: int) -> None:
+        super().__init__()
+        self.every_n_steps = every_n_steps
+        self.start_scores: torch.Tensor | None = None  # the scores of the outputs at fit start
+
+    def evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule) -> torch.Tensor:
+        """One score per prompt for the module's current outputs."""
+        raise NotImplementedError
+
+    def step_metrics(self, scores: torch.Tensor) -> dict[str, float]:
+        """The metrics logged during training: the mean score (subclasses add theirs)."""
+        return {self.metric: scores.mean().item()}
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        self.start_scores = self.evaluate(trainer, pl_module)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if not self.every_n_steps or trainer.global_step % self.every_n_steps != 0:
+            return
+        scores = self.evaluate(trainer, pl_module)
+        metrics = self.step_metrics(scores)
+        if self.start_scores is not None:
+            win_rate = WinRate()
+            win_rate.update(scores, self.start_scores)
+            metrics["eval/win_rate"] = win_rate.compute().item()
+        log_evaluation(trainer, pl_module, metrics, prog_bar=True)
+
+    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+        if trainer.state.fn == TrainerFn.VALIDATING:
+            pl_module.log(self.metric, self.evaluate(trainer, pl_module).mean().item())
+
+    def on_test_epoch_end(self, trainer, pl_module) -> None:
+        pl_module.log(self.metric, self.evaluate(trainer, pl_module).mean().item())
+
+
+class GreedyAccuracy(ScoredEvaluation):
     """Every ``every_n_steps`` training steps, and once in ``validate``/``test``, answer the
     ``prompt`` of each row of ``eval_file`` greedily with the module's ``policy`` (at most
     ``max_new_tokens`` new tokens) and log the fraction that ``judge(prompt, answer)`` accepts
@@ -36,6 +82,8 @@ class GreedyAccuracy(Callback):
     ties count half; :class:`policylab.metrics.WinRate`). A resumed run compares with the
     model it resumed from."""
 
+    metric = "eval/accuracy"
+
     def __init__(
         self,
         eval_file: str,
@@ -45,15 +93,13 @@ class GreedyAccuracy(Callback):
         batch_size: int = 128,
         limit: int | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(every_n_steps)
         rows = read_rows(eval_file)[:limit]
         if not rows or any("prompt" not in r for r in rows):
             raise ValueError(f"{eval_file}: GreedyAccuracy needs rows with a 'prompt' column")
         self.prompts = [r["prompt"] for r in rows]
         self.judge = import_object(judge)
-        self.every_n_steps, self.max_new_tokens, self.batch_size = every_n_steps, max_new_tokens, batch_size
-        self.last_accuracy: float | None = None
-        self.start_scores: torch.Tensor | None = None  # judge scores of the answers at fit start
+        self.max_new_tokens, self.batch_size = max_new_tokens, batch_size
 
     @torch.no_grad()
     def answers(self, policy, tokenizer) -> list[str]:
@@ -73,7 +119,7 @@ class GreedyAccuracy(Callback):
             tokenizer.padding_side = side
         return out
 
-    def scores(self, trainer: L.Trainer, pl_module: L.LightningModule) -> torch.Tensor:
+    def evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule) -> torch.Tensor:
         """The judge's verdict (1 or 0) on the current greedy answer to every prompt."""
         was_training = pl_module.training
         pl_module.eval()
@@ -82,30 +128,3 @@ class GreedyAccuracy(Callback):
         finally:
             pl_module.train(was_training)
         return torch.tensor([float(bool(self.judge(p, a))) for p, a in zip(self.prompts, answers)])
-
-    def evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule) -> torch.Tensor:
-        """:meth:`scores`, keeping their mean as ``last_accuracy``."""
-        scores = self.scores(trainer, pl_module)
-        self.last_accuracy = scores.mean().item()
-        return scores
-
-    def on_fit_start(self, trainer, pl_module) -> None:
-        self.start_scores = self.scores(trainer, pl_module)
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if not self.every_n_steps or trainer.global_step % self.every_n_steps != 0:
-            return
-        scores = self.evaluate(trainer, pl_module)
-        metrics = {"eval/accuracy": self.last_accuracy}
-        if self.start_scores is not None:
-            win_rate = WinRate()
-            win_rate.update(scores, self.start_scores)
-            metrics["eval/win_rate"] = win_rate.compute().item()
-        log_evaluation(trainer, pl_module, metrics, prog_bar=True)
-
-    def on_validation_epoch_end(self, trainer, pl_module) -> None:
-        if trainer.state.fn == TrainerFn.VALIDATING:
-            pl_module.log("eval/accuracy", self.evaluate(trainer, pl_module).mean().item())
-
-    def on_test_epoch_end(self, trainer, pl_module) -> None:
-        pl_module.log("eval/accuracy", self.evaluate(trainer, pl_module).mean().item())

@@ -3,35 +3,12 @@ against the starting model on the same prompts and seeds, and image grids in Ten
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import Callback
-from lightning.pytorch.trainer.states import TrainerFn
 
-from policylab.callbacks.evaluation import log_evaluation
-from policylab.callbacks.generation import import_object
-from policylab.metrics import WinRate
-
-
-def read_prompts(path: str | Path) -> list[str]:
-    """Prompts of a ``.txt`` file (one per non-empty line) or a JSONL file (``prompt`` or
-    ``caption`` per row)."""
-    path = Path(path)
-    if path.suffix == ".jsonl":
-        from policylab.datamodules.text import read_rows
-
-        rows = read_rows(str(path))
-        missing = [i + 1 for i, r in enumerate(rows) if not (r.get("prompt") or r.get("caption"))]
-        if missing:
-            raise ValueError(f"{path}: rows {missing[:5]} have no 'prompt' or 'caption'")
-        return [r.get("prompt") or r["caption"] for r in rows]
-    prompts = [line.strip() for line in path.read_text().splitlines() if line.strip()]
-    if not prompts:
-        raise ValueError(f"{path}: no prompts")
-    return prompts
+from policylab.callbacks.generation import ScoredEvaluation, import_object
+from policylab.datamodules.diffusion import PromptDataModule
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:
@@ -53,7 +30,7 @@ def image_grid(images: np.ndarray, columns: int = 8, upscale: int = 1) -> np.nda
     return grid
 
 
-class ImageRewardEvaluation(Callback):
+class ImageRewardEvaluation(ScoredEvaluation):
     """Every ``every_n_steps`` training steps (and once in ``validate``/``test``), sample one image
     per prompt of ``prompts_file`` with the module's ``sample`` (image ``i`` from seed
     ``seed + i``, so evaluations compare like with like), score each with ``reward(image,
@@ -62,7 +39,10 @@ class ImageRewardEvaluation(Callback):
     of the model at fit start, ties counting half; that model's reward is ``eval/reward_start``). The first ``grid_size`` images go to every
     TensorBoard logger as ``eval/samples`` (and ``eval/samples_start`` at fit start, the
     before-and-after pair). ``limit`` keeps the first prompts only. ``clip_model`` (a local CLIP
-    model folder) adds ``eval/clip_score`` (:class:`policylab.metrics.CLIPScore`)."""
+    model folder) adds ``eval/clip_score`` (:class:`policylab.metrics.CLIPScore`). The prompts
+    file is ``.txt`` or ``.jsonl``, as :class:`~policylab.datamodules.PromptDataModule` reads."""
+
+    metric = "eval/reward"
 
     def __init__(
         self,
@@ -78,18 +58,17 @@ class ImageRewardEvaluation(Callback):
         limit: int | None = None,
         clip_model: str | None = None,
     ) -> None:
-        super().__init__()
-        self.prompts = read_prompts(prompts_file)[:limit]
+        super().__init__(every_n_steps)
+        self.prompts = PromptDataModule.read(prompts_file)[:limit]
         self.clip_score = None
         if clip_model is not None:
             from policylab.metrics import CLIPScore
 
             self.clip_score = CLIPScore(clip_model)
         self.reward = import_object(reward)
-        self.every_n_steps, self.num_inference_steps, self.guidance_scale = every_n_steps, num_inference_steps, guidance_scale
+        self.num_inference_steps, self.guidance_scale = num_inference_steps, guidance_scale
         self.seed, self.batch_size, self.grid_size, self.grid_upscale = seed, batch_size, grid_size, grid_upscale
-        self.start_scores: torch.Tensor | None = None
-        self.last_reward: float | None = None
+        self.last_clip_score: float | None = None
 
     @torch.no_grad()
     def images(self, pl_module: L.LightningModule) -> np.ndarray:
@@ -109,7 +88,6 @@ class ImageRewardEvaluation(Callback):
         """Reward of each prompt's image; the grid logged under ``tag``."""
         images = self.images(pl_module)
         scores = torch.tensor([float(self.reward(image, prompt)) for image, prompt in zip(images, self.prompts)])
-        self.last_reward = scores.mean().item()
         if self.clip_score is not None:
             self.clip_score.reset()
             self.clip_score.update(torch.from_numpy(images).permute(0, 3, 1, 2), self.prompts)
@@ -126,27 +104,13 @@ class ImageRewardEvaluation(Callback):
             if hasattr(experiment, "add_image"):
                 experiment.add_image(tag, grid, global_step=trainer.global_step, dataformats="HWC")
 
+    def step_metrics(self, scores: torch.Tensor) -> dict[str, float]:
+        metrics = {**super().step_metrics(scores), "eval/reward_std": scores.std().item() if len(scores) > 1 else 0.0}
+        if self.clip_score is not None:
+            metrics["eval/clip_score"] = self.last_clip_score
+        return metrics
+
     def on_fit_start(self, trainer, pl_module) -> None:
         self.start_scores = self.evaluate(trainer, pl_module, "eval/samples_start")
         for logger in trainer.loggers:  # the starting reward, at the step training starts from
             logger.log_metrics({"eval/reward_start": self.start_scores.mean().item()}, step=trainer.global_step)
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if not self.every_n_steps or trainer.global_step % self.every_n_steps != 0:
-            return
-        scores = self.evaluate(trainer, pl_module)
-        metrics = {"eval/reward": scores.mean().item(), "eval/reward_std": scores.std().item() if len(scores) > 1 else 0.0}
-        if self.clip_score is not None:
-            metrics["eval/clip_score"] = self.last_clip_score
-        if self.start_scores is not None:
-            win_rate = WinRate()
-            win_rate.update(scores, self.start_scores)
-            metrics["eval/win_rate"] = win_rate.compute().item()
-        log_evaluation(trainer, pl_module, metrics, prog_bar=True)
-
-    def on_validation_epoch_end(self, trainer, pl_module) -> None:
-        if trainer.state.fn == TrainerFn.VALIDATING:
-            pl_module.log("eval/reward", self.evaluate(trainer, pl_module).mean().item())
-
-    def on_test_epoch_end(self, trainer, pl_module) -> None:
-        pl_module.log("eval/reward", self.evaluate(trainer, pl_module).mean().item())

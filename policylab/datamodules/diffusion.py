@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import io
 import itertools
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -35,26 +34,11 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
+from policylab.datamodules.text import read_jsonl
+
 
 class ImageDataError(ValueError):
     """A prompt or image file, row or image that cannot be used; the message says which."""
-
-
-def read_jsonl(path: Path) -> list[tuple[int, dict]]:
-    """(line number, object) of each non-empty line of a JSONL file."""
-    rows = []
-    with open(path) as f:
-        for number, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ImageDataError(f"{path}, row {number}: not valid JSON ({err.msg})") from err
-            if not isinstance(row, dict):
-                raise ImageDataError(f"{path}, row {number}: expected a JSON object, got {type(row).__name__}")
-            rows.append((number, row))
-    return rows
 
 
 @dataclass(frozen=True)
@@ -143,7 +127,7 @@ def read_table(path: str | Path, columns: Sequence[str]) -> list[Row]:
         values = table.to_pylist() if table.num_columns else [{} for _ in range(table.num_rows)]
         return [Row(path, number, row) for number, row in enumerate(values, start=1)]
     if path.suffix == ".jsonl":
-        return [Row(path, number, {c: row.get(c) for c in columns}) for number, row in read_jsonl(path)]
+        return [Row(path, number, {c: row.get(c) for c in columns}) for number, row in read_jsonl(path, ImageDataError)]
     raise ImageDataError(f"{path}: unknown format (expected .parquet, .jsonl or a folder)")
 
 
@@ -362,7 +346,7 @@ class PromptDataModule(L.LightningDataModule):
             prompts = [line.strip() for line in path.read_text().splitlines() if line.strip()]
         elif path.suffix == ".jsonl":
             prompts = []
-            for number, values in read_jsonl(path):
+            for number, values in read_jsonl(path, ImageDataError):
                 if "prompt" not in values and "caption" not in values:
                     raise ImageDataError(f"{path}, row {number}: missing column 'prompt' (or 'caption')")
                 prompts.append(Row(path, number, values).text("prompt" if "prompt" in values else "caption"))

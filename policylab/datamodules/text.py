@@ -31,6 +31,24 @@ from torch.utils.data import DataLoader
 class TextDataError(ValueError):
     """A text-data file or row that cannot be used; the message names the file and the row."""
 
+def read_jsonl(path: str | Path, error: type[ValueError] = TextDataError) -> list[tuple[int, dict[str, Any]]]:
+    """``(line number, object)`` of each non-empty line of a JSONL file; a line that is not a
+    JSON object raises ``error`` naming the file and the line."""
+    rows = []
+    with open(path) as f:
+        for number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise error(f"{path}, line {number}: not valid JSON ({err.msg})") from err
+            if not isinstance(row, dict):
+                raise error(f"{path}, line {number}: expected a JSON object, got {type(row).__name__}")
+            rows.append((number, row))
+    return rows
+
+
 def read_rows(path: str | Path) -> list[dict[str, Any]]:
     """Rows of a ``.jsonl`` file, a ``.parquet`` file or a ``datasets`` directory, as dicts."""
     path = Path(path)
@@ -51,19 +69,7 @@ def read_rows(path: str | Path) -> list[dict[str, Any]]:
         except Exception as err:  # pyarrow raises several types for broken files
             raise TextDataError(f"{path}: unreadable Parquet file ({err})") from err
     if path.suffix in (".jsonl", ".json"):
-        rows = []
-        with open(path) as f:
-            for number, line in enumerate(f, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as err:
-                    raise TextDataError(f"{path}, line {number}: not valid JSON ({err.msg})") from err
-                if not isinstance(row, dict):
-                    raise TextDataError(f"{path}, line {number}: expected a JSON object, got {type(row).__name__}")
-                rows.append(row)
-        return rows
+        return [row for _, row in read_jsonl(path)]
     raise TextDataError(f"{path}: unknown format (expected .jsonl, .parquet or a datasets directory)")
 
 

@@ -50,13 +50,14 @@ class TextToImage(nn.Module):
         missing = [name for name in ("unet", "text_encoder", "tokenizer", "scheduler") if not (path / name).is_dir()]
         if missing:
             raise FileNotFoundError(f"{path}: not a text-to-image pipeline folder, missing {', '.join(m + '/' for m in missing)}")
-        scheduler_class = getattr(diffusers, _scheduler_class_name(path / "scheduler"), diffusers.DDPMScheduler)
+        scheduler_config = diffusers.DDPMScheduler.load_config(path / "scheduler")
+        scheduler_class = getattr(diffusers, scheduler_config.get("_class_name", ""), diffusers.DDPMScheduler)
         vae = diffusers.AutoencoderKL.from_pretrained(path / "vae") if (path / "vae").is_dir() else None
         return cls(
             unet=diffusers.UNet2DConditionModel.from_pretrained(path / "unet"),
             text_encoder=CLIPTextModel.from_pretrained(path / "text_encoder"),
             tokenizer=AutoTokenizer.from_pretrained(path / "tokenizer"),
-            scheduler=scheduler_class.from_pretrained(path / "scheduler"),
+            scheduler=scheduler_class.from_config(scheduler_config),
             vae=vae,
         )
 
@@ -193,13 +194,6 @@ class TextToImage(nn.Module):
         size = config.sample_size if isinstance(config.sample_size, int) else tuple(config.sample_size)
         size = (size, size) if isinstance(size, int) else size
         return (config.in_channels, *size)
-
-
-def _scheduler_class_name(folder: Path) -> str:
-    import json
-
-    config = folder / "scheduler_config.json"
-    return json.loads(config.read_text()).get("_class_name", "DDPMScheduler") if config.is_file() else "DDPMScheduler"
 
 
 def build_tiny_text_to_image(

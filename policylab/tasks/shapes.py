@@ -265,7 +265,9 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=4, help="with --pairs-from: pairs per prompt")
     args = parser.parse_args()
     if args.pairs_from:
-        prompts = [line for line in (Path(args.out) / "prompts.txt").read_text().splitlines() if line] * args.repeat
+        from policylab.datamodules.diffusion import PromptDataModule
+
+        prompts = PromptDataModule.read(Path(args.out) / "prompts.txt") * args.repeat
         out = write_model_pairs(args.pairs_from, Path(args.out) / "model_pairs.parquet", prompts, seed=args.seed)
         print(f"wrote {out} ({len(prompts)} pairs, ties included)")
         return

@@ -11,7 +11,7 @@ from typing import Any
 
 import lightning as L
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from policylab.modules.hub import quiet_progress_bars
 from policylab.nn.target import frozen_copy
@@ -104,20 +104,14 @@ class DiffusionModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         if (folder := self.pipeline_folder()) is None:
             return
-        unet_state = {k[len("model.unet."):]: v for k, v in checkpoint.get("state_dict", {}).items() if k.startswith("model.unet.")}
+        unet, unet_state = self.model.unet, {k[len("model.unet."):]: v for k, v in checkpoint.get("state_dict", {}).items()
+                                              if k.startswith("model.unet.")}
         if self.uses_lora:  # write a plain UNet with the adapters merged in
-            unet = copy.deepcopy(self.model.unet)
+            unet = copy.deepcopy(unet)
             unet.load_state_dict(unet_state)
             unet.fuse_lora()
             unet.unload_lora()
-            unet_state = unet.state_dict()
+            unet_state = None
         with quiet_progress_bars():
-            TextToImage(self._plain_unet(), self.model.text_encoder, self.model.tokenizer, self.model.scheduler,
+            TextToImage(unet, self.model.text_encoder, self.model.tokenizer, self.model.scheduler,
                         self.model.vae).save_pretrained(folder, unet_state=unet_state or None)
-
-    def _plain_unet(self) -> nn.Module:
-        if not self.uses_lora:
-            return self.model.unet
-        from diffusers import UNet2DConditionModel
-
-        return UNet2DConditionModel.from_config(self.model.unet.config)
