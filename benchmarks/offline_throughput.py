@@ -4,6 +4,7 @@ size and thread count, alternating rounds.
 
     python benchmarks/offline_throughput.py [--methods td3bc a2pr iql sac] [--steps 2000] [--rounds 3] [--threads 2] [--device cpu]
     python benchmarks/offline_throughput.py --device cuda --cuda-graph --methods td3bc a2pr sac
+    python benchmarks/offline_throughput.py --profile [--methods ...]     # where policylab's step time goes
 
 The plain loops (``plain_references.py``) are written the way single-file implementations write
 them (CORL, the A2PR authors' code, CleanRL). Both sides train from the same Hopper-sized buffer
@@ -123,6 +124,30 @@ def time_policylab(dm: OfflineTransitionDataModule, model: L.LightningModule, st
     return steps / (clock.stop - clock.start)
 
 
+MATMULS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm")
+
+
+def profile_policylab(dm: OfflineTransitionDataModule, model: L.LightningModule, steps: int, device, rate: float) -> None:
+    """Print how much of a policylab step the matmuls take and the FLOP rate they run at there,
+    from ``torch.profiler`` over ``steps`` steps (the profiler's own overhead included)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities, with_flops=True) as prof:
+        time_policylab(dm, model, steps, device)
+    events = prof.key_averages()
+    total = sum(e.self_device_time_total if device.type == "cuda" else e.self_cpu_time_total for e in events)
+    matmuls = [e for e in events if e.key in MATMULS]
+    matmul_time = sum(e.self_device_time_total if device.type == "cuda" else e.self_cpu_time_total for e in matmuls)
+    matmul_flops = sum(e.flops for e in matmuls)
+    in_loop = matmul_flops / (matmul_time * 1e-6)
+    print(f"  profile: matmuls take {matmul_time / total:.0%} of the step's operator time, at {in_loop / 1e9:.1f} GFLOP/s "
+          f"({in_loop / rate:.0%} of the best matmul rate); the other {1 - matmul_time / total:.0%} is elementwise ops, "
+          f"optimizer steps and dispatch", flush=True)
+    for e in sorted(events, key=lambda e: -e.self_cpu_time_total)[:8]:
+        print(f"    {e.key:32s} {e.self_cpu_time_total / steps / 1e3:7.3f} ms/step  ({e.count / steps:.1f} calls)", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--methods", nargs="+", default=list(PLAIN), choices=list(PLAIN))
@@ -133,6 +158,7 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true", help="policylab modules with compile=True")
     parser.add_argument("--compile-mode", default=None, help="e.g. reduce-overhead (CUDA graphs) on a GPU")
     parser.add_argument("--cuda-graph", action="store_true", help="policylab modules with cuda_graph=True (whole update as CUDA graphs)")
+    parser.add_argument("--profile", action="store_true", help="after timing, profile 200 policylab steps: the matmuls' share of the step and their FLOP rate")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     torch.set_num_threads(args.threads)
@@ -163,6 +189,8 @@ def main() -> None:
             f"policylab {q:.1f} steps/s ({flops * q / rate:.0%}) | policylab/plain = {q / p:.3f}",
             flush=True,
         )
+        if args.profile:
+            profile_policylab(dm, model, 200, device, rate)
 
 
 if __name__ == "__main__":

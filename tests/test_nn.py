@@ -31,6 +31,28 @@ def test_ensemble_critic_matches_separate_mlps():
     torch.testing.assert_close(critic(obs, act, members=2), q[:2])
 
 
+def test_ensemble_critic_gradients_match_separate_mlps():
+    """Backward through the batched layers (the shared-input first layer and the one-column
+    output head take their own code paths) gives each member's nn.Linear gradients, and the
+    action gradient is the sum over members."""
+    torch.manual_seed(1)
+    critic = EnsembleCritic(5, 2, (16, 16), num_critics=2)
+    obs, act = torch.randn(7, 5), torch.randn(7, 2, requires_grad=True)
+    weights = torch.randn(2, 7)
+    (critic(obs, act) * weights).sum().backward()
+    act_grad = torch.zeros(7, 2)
+    for member in range(2):
+        separate = _separate_critic(critic, member)
+        member_act = act.detach().clone().requires_grad_(True)
+        (separate(torch.cat([obs, member_act], -1)).squeeze(-1) * weights[member]).sum().backward()
+        act_grad += member_act.grad
+        linears = [m for m in separate if isinstance(m, nn.Linear)]
+        for layer, linear in zip(critic.layers, linears):
+            torch.testing.assert_close(layer.weight.grad[member], linear.weight.grad.T)
+            torch.testing.assert_close(layer.bias.grad[member, 0], linear.bias.grad)
+    torch.testing.assert_close(act.grad, act_grad)
+
+
 def test_ensemble_linear_init_matches_nn_linear_scale():
     torch.manual_seed(0)
     layer = EnsembleLinear(2, 256, 256)
