@@ -135,6 +135,24 @@ def test_each_method_updates_the_unet(pipeline, tmp_path, make, batch):
         torch.testing.assert_close(module.model.sample(captions, 0, 3, 1.0, unet=module.reference), module.sample(captions, 0, 3, 1.0))
 
 
+def test_dro_policy_side_is_at_its_minimum_after_a_resync(pipeline):
+    """With the sampler re-synced every step (the authors' setting), the model's error on the
+    sampler's own states is zero and so is its gradient: only the expert side moves the weights."""
+    from policylab.losses.diffusion import denoising_error
+
+    torch.manual_seed(0)
+    module = DiffusionDRO(str(pipeline), num_inference_steps=3)
+    with torch.no_grad():  # the model moves away from the sampler's copy, as after an update
+        for p in module.model.unet.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    captions = image_batch()["caption"]
+    x_t, t, target = module.online_negatives(captions)
+    err = denoising_error(module.model.predict(x_t, t, module.model.encode_text(captions)), target)
+    assert err.abs().max() < 1e-8
+    err.sum().backward()
+    assert max(p.grad.abs().max().item() for p in module.model.unet.parameters() if p.grad is not None) < 1e-6
+
+
 def test_diffusion_dpo_learns_its_pairs(pipeline, tmp_path):
     """Implicit accuracy on the training pairs (the margin averaged over 8 fixed draws of noise
     and timestep) goes from chance to most pairs."""

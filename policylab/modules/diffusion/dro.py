@@ -16,16 +16,22 @@ from policylab.nn.target import frozen_copy
 
 
 class DiffusionDRO(DiffusionModule):
-    """Each step, a copy of the policy (re-synced every ``sync_every`` steps) samples one
+    """Each step, a copy of the policy (re-synced every ``sync_every`` optimizer steps) samples one
     trajectory per caption of the batch (``num_inference_steps`` DDIM steps, guidance
     ``sampling_guidance``; the authors' 20 steps and 1.0) and keeps its states ``(x_t, t,
     eps_policy)`` as the replay buffer; each expert image is paired with one state of its own
     caption's trajectory at a random step. Both sides are scored as the model's denoising error
     minus the reference's (expert: fresh noise at the same ``t``; policy state: its own noise
     prediction as the target), and ``max(expert_diff - policy_diff + margin, 0)`` is minimized.
-    Batches: ``caption``, ``images`` ``[B, C, H, W]`` expert images (:class:`ImageDataModule`)."""
+    Batches: ``caption``, ``images`` ``[B, C, H, W]`` expert images (:class:`ImageDataModule`).
 
-    def __init__(self, model: Any, margin: float = 0.001, sync_every: int = 16, num_inference_steps: int = 20,
+    The authors re-sync every 16 forward/backward passes at 16 gradient-accumulation steps, that
+    is, every optimizer step: ``sync_every=1``. Then the policy's error on the sampler's own
+    states is at its minimum when the step is taken, so only the expert side moves the weights
+    and the policy side sets where the hinge stops (training at ``sync_every=16`` optimizer
+    steps pushes the model away from its own samples and collapses it, benchmarks/RESULTS.md)."""
+
+    def __init__(self, model: Any, margin: float = 0.001, sync_every: int = 1, num_inference_steps: int = 20,
                  sampling_guidance: float = 1.0, lr: float = 1e-4, weight_decay: float = 0.0,
                  lora: dict[str, Any] | None = None) -> None:
         super().__init__(model, lora, reference=True)
