@@ -135,6 +135,19 @@ def test_each_method_updates_the_unet(pipeline, tmp_path, make, batch):
         torch.testing.assert_close(module.model.sample(captions, 0, 3, 1.0, unet=module.reference), module.sample(captions, 0, 3, 1.0))
 
 
+def test_self_npo_renoises_between_the_teacher_step_and_the_cap(pipeline):
+    torch.manual_seed(0)
+    module = SelfNPO(str(pipeline), grid_steps=25, teacher_steps=5, max_renoise_step=950)
+    seen = []
+    original = module.renoise
+    module.renoise = lambda x_s, s, u: seen.append((s, u)) or original(x_s, s, u)
+    for seed in range(2):
+        module.training_step(image_batch(8, seed), 0)
+    s, u = torch.cat([p[0] for p in seen]), torch.cat([p[1] for p in seen])
+    assert (u > s).all() and (u <= 950).all() and u.max() > 900
+    assert (((s + 1) % 40 == 0) | (s == 0)).all()  # the teacher stops on the 25-point grid, or at 0
+
+
 def test_dro_policy_side_is_at_its_minimum_after_a_resync(pipeline):
     """With the sampler re-synced every step (the authors' setting), the model's error on the
     sampler's own states is zero and so is its gradient: only the expert side moves the weights."""

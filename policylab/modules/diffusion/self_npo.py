@@ -23,13 +23,17 @@ class SelfNPO(DiffusionModule):
     runs ``teacher_steps`` unconditional DDIM steps (guidance -1) to ``s = t - teacher_steps *
     stride`` and its clean estimate at ``s`` is the target; ``x_s`` is re-noised to a random
     ``u`` in ``(s, T)``, and the caption-conditioned student's clean estimate there is regressed
-    on the target with the pseudo-Huber loss (``c`` 0.001). The authors' grid is 25 steps and
-    5 teacher steps. :meth:`sample` guides the positive model with the negative one:
+    on the target with the pseudo-Huber loss (``c`` 0.001). ``max_renoise_step`` caps ``u``
+    (default: the schedule's last step, as the authors): a clean estimate at ``u`` carries the
+    UNet's error times ``sigma_u / alpha_u``, which is 14.6 at SD's last step but 20000 at the
+    last step of diffusers' capped cosine schedule; capping ``u`` where the ratio is SD's (step
+    950 there) keeps the loss from being all high-noise samples. The authors' grid is 25 steps
+    and 5 teacher steps. :meth:`sample` guides the positive model with the negative one:
     ``eps = eps_neg(x, empty) + w (eps_pos(x, c) - eps_neg(x, empty))``. Batches: ``caption``,
     ``images`` ``[B, C, H, W]`` (:class:`ImageDataModule`; no labels needed)."""
 
     def __init__(self, model: Any, ema: float = 0.999, grid_steps: int = 25, teacher_steps: int = 5, huber_c: float = 0.001,
-                 lr: float = 1e-6, weight_decay: float = 1e-3) -> None:
+                 lr: float = 1e-6, weight_decay: float = 1e-3, max_renoise_step: int | None = None) -> None:
         super().__init__(model, reference=True)
         self.save_hyperparameters(ignore=[] if isinstance(model, str) else ["model"])
         self.teacher = frozen_copy(self.model.unet).eval()
@@ -54,7 +58,8 @@ class SelfNPO(DiffusionModule):
                 clean, noise = self.model.clean_estimate(x_s, s, prediction), self.model.noise_estimate(x_s, s, prediction)
                 x_s, s = self.model.add_noise(clean, noise, nxt), nxt
             target = self.model.clean_estimate(x_s, s, self.model.predict(x_s, s, empty, self.teacher))
-            u = s + 1 + (torch.rand(n, device=x0.device) * (total - 1 - s)).long()
+            last = total - 1 if self.hparams.max_renoise_step is None else min(self.hparams.max_renoise_step, total - 1)
+            u = s + 1 + (torch.rand(n, device=x0.device) * (last - s).clamp(min=0)).long()
             x_u = self.renoise(x_s, s, u)
         student = self.model.clean_estimate(x_u, u, self.model.predict(x_u, u, self.model.encode_text(batch["caption"])))
         loss = pseudo_huber(student - target, self.hparams.huber_c).mean()
