@@ -136,9 +136,13 @@ def profile_policylab(dm: OfflineTransitionDataModule, model: L.LightningModule,
     with profile(activities=activities, with_flops=True) as prof:
         time_policylab(dm, model, steps, device)
     events = prof.key_averages()
-    total = sum(e.self_device_time_total if device.type == "cuda" else e.self_cpu_time_total for e in events)
+
+    def own_time(e) -> float:  # the operator's own time where it runs
+        return e.self_device_time_total if device.type == "cuda" else e.self_cpu_time_total
+
+    total = sum(own_time(e) for e in events)
     matmuls = [e for e in events if e.key in MATMULS]
-    matmul_time = sum(e.self_device_time_total if device.type == "cuda" else e.self_cpu_time_total for e in matmuls)
+    matmul_time = sum(own_time(e) for e in matmuls)
     matmul_flops = sum(e.flops for e in matmuls)
     in_loop = matmul_flops / (matmul_time * 1e-6)
     print(f"  profile: matmuls take {matmul_time / total:.0%} of the step's operator time, at {in_loop / 1e9:.1f} GFLOP/s "

@@ -146,6 +146,8 @@ def test_self_npo_renoises_between_the_teacher_step_and_the_cap(pipeline):
     s, u = torch.cat([p[0] for p in seen]), torch.cat([p[1] for p in seen])
     assert (u > s).all() and (u <= 950).all() and u.max() > 900
     assert (((s + 1) % 40 == 0) | (s == 0)).all()  # the teacher stops on the 25-point grid, or at 0
+    with pytest.raises(ValueError, match="highest stopping step, 799"):
+        SelfNPO(str(pipeline), grid_steps=25, teacher_steps=5, max_renoise_step=799)
 
 
 def test_dro_policy_side_is_at_its_minimum_after_a_resync(pipeline):

@@ -37,6 +37,13 @@ class SelfNPO(DiffusionModule):
         super().__init__(model, reference=True)
         self.save_hyperparameters(ignore=[] if isinstance(model, str) else ["model"])
         self.teacher = frozen_copy(self.model.unet).eval()
+        total = len(self.model.alphas_cumprod)
+        stride = total // grid_steps
+        highest_teacher_stop = max(grid_steps * stride - 1 - teacher_steps * stride, 0)
+        if max_renoise_step is not None and not highest_teacher_stop < max_renoise_step:
+            raise ValueError(f"max_renoise_step must exceed the teacher's highest stopping step, {highest_teacher_stop} "
+                             f"(grid_steps {grid_steps}, teacher_steps {teacher_steps}); got {max_renoise_step}")
+        self.last_renoise_step = total - 1 if max_renoise_step is None else min(max_renoise_step, total - 1)
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -58,8 +65,7 @@ class SelfNPO(DiffusionModule):
                 clean, noise = self.model.clean_estimate(x_s, s, prediction), self.model.noise_estimate(x_s, s, prediction)
                 x_s, s = self.model.add_noise(clean, noise, nxt), nxt
             target = self.model.clean_estimate(x_s, s, self.model.predict(x_s, s, empty, self.teacher))
-            last = total - 1 if self.hparams.max_renoise_step is None else min(self.hparams.max_renoise_step, total - 1)
-            u = s + 1 + (torch.rand(n, device=x0.device) * (last - s).clamp(min=0)).long()
+            u = s + 1 + (torch.rand(n, device=x0.device) * (self.last_renoise_step - s)).long()
             x_u = self.renoise(x_s, s, u)
         student = self.model.clean_estimate(x_u, u, self.model.predict(x_u, u, self.model.encode_text(batch["caption"])))
         loss = pseudo_huber(student - target, self.hparams.huber_c).mean()
