@@ -5,6 +5,7 @@ size and thread count, alternating rounds.
     python benchmarks/offline_throughput.py [--methods td3bc a2pr iql sac] [--steps 2000] [--rounds 3] [--threads 2] [--device cpu]
     python benchmarks/offline_throughput.py --device cuda --cuda-graph --methods td3bc a2pr sac
     python benchmarks/offline_throughput.py --profile [--methods ...]     # where policylab's step time goes
+    python benchmarks/offline_throughput.py --ceiling [--methods ...]     # the most that the update's matmuls allow
 
 The plain loops (``plain_references.py``) are written the way single-file implementations write
 them (CORL, the A2PR authors' code, CleanRL). Both sides train from the same Hopper-sized buffer
@@ -26,6 +27,7 @@ import lightning as L
 import numpy as np
 import torch
 from plain_references import PLAIN
+from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
 from policylab.datamodules import OfflineTransitionDataModule
@@ -152,6 +154,47 @@ def profile_policylab(dm: OfflineTransitionDataModule, model: L.LightningModule,
         print(f"    {e.key:32s} {e.self_cpu_time_total / steps / 1e3:7.3f} ms/step  ({e.count / steps:.1f} calls)", flush=True)
 
 
+class _MatmulRecorder(TorchDispatchMode):
+    """Records each matmul dispatched inside it: the operator, the shapes and strides of its
+    tensor arguments, and its other arguments."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func.name() in MATMULS:
+            self.calls.append((func, [(a.shape, a.stride()) if isinstance(a, torch.Tensor) else a for a in args], kwargs))
+        return func(*args, **kwargs)
+
+
+def _operand(shape, stride, device) -> torch.Tensor:
+    """A random tensor with the given shape and strides (a stride of 0 is a broadcast dimension)."""
+    return torch.randn(1 + sum((n - 1) * s for n, s in zip(shape, stride)), device=device).as_strided(shape, stride)
+
+
+def matmul_ceiling(two_steps, device, passes: int = 50) -> float:
+    """Updates per second that the matmuls of ``two_steps()`` (two updates: one with and one
+    without the delayed actor step) allow on their own: the same operators, shapes and memory
+    layouts replayed back to back on random operands, best of 3 timings: an upper bound for any
+    implementation that issues these matmuls."""
+    recorder = _MatmulRecorder()
+    with recorder:
+        two_steps()
+    calls = [(f, [_operand(*a, device) if isinstance(a, tuple) else a for a in args], kw) for f, args, kw in recorder.calls]
+    best = float("inf")
+    for _ in range(4):  # the first round warms up
+        start = time.perf_counter()
+        for _ in range(passes):
+            for f, args, kw in calls:
+                f(*args, **kw)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - start)
+    return 2 * passes / best
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--methods", nargs="+", default=list(PLAIN), choices=list(PLAIN))
@@ -163,6 +206,7 @@ def main() -> None:
     parser.add_argument("--compile-mode", default=None, help="e.g. reduce-overhead (CUDA graphs) on a GPU")
     parser.add_argument("--cuda-graph", action="store_true", help="policylab modules with cuda_graph=True (whole update as CUDA graphs)")
     parser.add_argument("--profile", action="store_true", help="after timing, profile 200 policylab steps: the matmuls' share of the step and their FLOP rate")
+    parser.add_argument("--ceiling", action="store_true", help="after timing, replay each update's matmuls alone: the highest fraction of the matmul rate the update could reach")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     torch.set_num_threads(args.threads)
@@ -195,6 +239,12 @@ def main() -> None:
         )
         if args.profile:
             profile_policylab(dm, model, 200, device, rate)
+        if args.ceiling:
+            plain_ceiling = matmul_ceiling(lambda: (plain.train_step(), plain.train_step()), device)
+            lab_ceiling = matmul_ceiling(lambda: time_policylab(dm, model, 2, device), device)
+            print(f"  ceiling: the update's matmuls alone, replayed back to back: plain {plain_ceiling:.1f} steps/s "
+                  f"({flops * plain_ceiling / rate:.0%} of matmul rate), policylab {lab_ceiling:.1f} steps/s "
+                  f"({flops * lab_ceiling / rate:.0%}); the update reaches {p / plain_ceiling:.0%} and {q / lab_ceiling:.0%} of them", flush=True)
 
 
 if __name__ == "__main__":
