@@ -30,8 +30,9 @@ class ScoredEvaluation(Callback):
     :class:`~policylab.callbacks.ImageRewardEvaluation`): the scores at fit start; every
     ``every_n_steps`` training steps the mean score as ``metric``, any :meth:`step_metrics` of
     the subclass, and ``eval/win_rate`` against the start output for output (ties count half;
-    :class:`policylab.metrics.WinRate`); the mean once in ``validate``/``test``. A subclass gives
-    :meth:`evaluate`."""
+    :class:`policylab.metrics.WinRate`); the mean once in ``validate``/``test``. The start scores
+    are saved in checkpoints: a resumed run keeps comparing with the run's starting model, not
+    with the weights it resumed from. A subclass gives :meth:`evaluate`."""
 
     metric = "eval/score"
 
@@ -39,6 +40,7 @@ class ScoredEvaluation(Callback):
         super().__init__()
         self.every_n_steps = every_n_steps
         self.start_scores: torch.Tensor | None = None  # the scores of the outputs at fit start
+        self._resumed = False  # start_scores came from a checkpoint
 
     def evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule) -> torch.Tensor:
         """One score per prompt for the module's current outputs."""
@@ -48,8 +50,21 @@ class ScoredEvaluation(Callback):
         """The metrics logged during training: the mean score (subclasses add theirs)."""
         return {self.metric: scores.mean().item()}
 
+    def state_dict(self) -> dict:
+        return {} if self.start_scores is None else {"start_scores": self.start_scores}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        if "start_scores" in state_dict:
+            self.start_scores, self._resumed = state_dict["start_scores"], True
+
+    def begins_fit(self) -> bool:
+        """Whether this fit starts the run (True) or resumes it with the saved start scores."""
+        begins, self._resumed = not self._resumed, False
+        return begins
+
     def on_fit_start(self, trainer, pl_module) -> None:
-        self.start_scores = self.evaluate(trainer, pl_module)
+        if self.begins_fit():
+            self.start_scores = self.evaluate(trainer, pl_module)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if not self.every_n_steps or trainer.global_step % self.every_n_steps != 0:
@@ -79,8 +94,7 @@ class GreedyAccuracy(ScoredEvaluation):
 
     During ``fit`` it also logs ``eval/win_rate``: how often the current answer beats the
     answer the model gave to the same prompt when training started (judge scores compared,
-    ties count half; :class:`policylab.metrics.WinRate`). A resumed run compares with the
-    model it resumed from."""
+    ties count half; :class:`policylab.metrics.WinRate`), also after a resume."""
 
     metric = "eval/accuracy"
 
