@@ -47,7 +47,7 @@ def main() -> None:
     if not (folder / "data/shapes/model").is_dir():
         run(["-m", "policylab.tasks.shapes", "--out", "data/shapes"], folder, folder / "task.log")
     pretrained = fit("shapes_pretrain.yaml", "shapes_pretrain", args.pretrain_steps, 0, folder, [], "eval/reward")
-    if not (folder / "data/shapes/model_pairs.parquet").is_file():  # Diffusion-DPO's and SmPO's pairs
+    if not (folder / "data/shapes/model_pairs.parquet").is_file():  # the pairs of Diffusion-DPO and SmPO, the winners of SePPO
         run(["-m", "policylab.tasks.shapes", "--out", "data/shapes", "--pairs-from", str(pretrained / "pipeline"), "--repeat", "6"],
             folder, folder / "task.log")
     every = ["--trainer.callbacks.init_args.every_n_steps", str(args.eval_every), "--checkpoint.every_n_train_steps", str(args.eval_every)]
