@@ -57,14 +57,15 @@ class ScoredEvaluation(Callback):
         if "start_scores" in state_dict:
             self.start_scores, self._resumed = state_dict["start_scores"], True
 
-    def begins_fit(self) -> bool:
-        """Whether this fit starts the run (True) or resumes it with the saved start scores."""
-        begins, self._resumed = not self._resumed, False
-        return begins
+    def evaluate_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> torch.Tensor:
+        """The scores of the run's starting model (a subclass may also log them)."""
+        return self.evaluate(trainer, pl_module)
 
     def on_fit_start(self, trainer, pl_module) -> None:
-        if self.begins_fit():
-            self.start_scores = self.evaluate(trainer, pl_module)
+        if self._resumed:  # the start scores came with the checkpoint
+            self._resumed = False
+        else:
+            self.start_scores = self.evaluate_start(trainer, pl_module)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if not self.every_n_steps or trainer.global_step % self.every_n_steps != 0:

@@ -110,9 +110,9 @@ class ImageRewardEvaluation(ScoredEvaluation):
             metrics["eval/clip_score"] = self.last_clip_score
         return metrics
 
-    def on_fit_start(self, trainer, pl_module) -> None:
-        if not self.begins_fit():  # resumed: the start scores, grid and reward are those of the run's start
-            return
-        self.start_scores = self.evaluate(trainer, pl_module, "eval/samples_start")
+    def evaluate_start(self, trainer, pl_module) -> torch.Tensor:
+        """The start scores, with their grid (``eval/samples_start``) and mean (``eval/reward_start``)."""
+        scores = self.evaluate(trainer, pl_module, "eval/samples_start")
         for logger in trainer.loggers:  # the starting reward, at the step training starts from
-            logger.log_metrics({"eval/reward_start": self.start_scores.mean().item()}, step=trainer.global_step)
+            logger.log_metrics({"eval/reward_start": scores.mean().item()}, step=trainer.global_step)
+        return scores

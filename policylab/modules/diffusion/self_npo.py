@@ -38,8 +38,8 @@ class SelfNPO(DiffusionModule):
         self.save_hyperparameters(ignore=[] if isinstance(model, str) else ["model"])
         self.teacher = frozen_copy(self.model.unet).eval()
         total = len(self.model.alphas_cumprod)
-        stride = total // grid_steps
-        highest_teacher_stop = max(grid_steps * stride - 1 - teacher_steps * stride, 0)
+        self.grid_stride = total // grid_steps  # timesteps between points of the DDIM grid
+        highest_teacher_stop = max((grid_steps - teacher_steps) * self.grid_stride - 1, 0)
         if max_renoise_step is not None and not highest_teacher_stop < max_renoise_step:
             raise ValueError(f"max_renoise_step must exceed the teacher's highest stopping step, {highest_teacher_stop} "
                              f"(grid_steps {grid_steps}, teacher_steps {teacher_steps}); got {max_renoise_step}")
@@ -52,8 +52,7 @@ class SelfNPO(DiffusionModule):
 
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
         x0 = self.model.encode_images(batch["images"])
-        n, total = len(x0), len(self.model.alphas_cumprod)
-        stride = total // self.hparams.grid_steps
+        n, stride = len(x0), self.grid_stride
         t = (torch.randint(0, self.hparams.grid_steps, (n,), device=x0.device) + 1) * stride - 1
         x_t = self.model.add_noise(x0, torch.randn_like(x0), t)
         with torch.no_grad():
