@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import negative_branch_probe  # noqa: E402
 import offline_throughput  # noqa: E402
 
 
@@ -51,3 +52,17 @@ def test_matmul_ceiling_is_at_least_the_rate_of_the_whole_computation():
         two_steps()
     whole = 10 / (time.perf_counter() - start)
     assert offline_throughput.matmul_ceiling(two_steps, torch.device("cpu"), passes=5) > whole
+
+
+def test_negative_variants_mirror_and_match_the_change_per_tensor():
+    start = {"weight": torch.randn(4, 3), "bias": torch.randn(4), "steps": torch.tensor(7)}
+    trained = {"weight": start["weight"] + 0.1 * torch.randn(4, 3), "bias": start["bias"].clone(), "steps": torch.tensor(9)}
+    variants = negative_branch_probe.negative_variants(start, trained, torch.Generator().manual_seed(0))
+    plus, mirror, random = variants["+ delta"], variants["- delta (mirror)"], variants["+ random change, same norm per tensor"]
+    assert torch.allclose(plus["weight"], trained["weight"])
+    assert torch.allclose(mirror["weight"], 2 * start["weight"] - trained["weight"])
+    for name in ("weight", "bias"):
+        change = (trained[name] - start[name]).norm()
+        assert torch.allclose((random[name] - start[name]).norm(), change, atol=1e-6)
+    assert not torch.allclose(random["weight"], plus["weight"])  # same size, another direction
+    assert all(int(v["steps"]) == 7 for v in variants.values())  # integer buffers are left alone
