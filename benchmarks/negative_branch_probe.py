@@ -23,21 +23,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from policylab.callbacks.images import to_uint8
-from policylab.datamodules.diffusion import PromptDataModule
+from policylab.callbacks import ImageRewardEvaluation
 from policylab.modules.diffusion import SelfNPO
-from policylab.tasks.shapes import describe, image_reward, parse_caption
+from policylab.tasks.shapes import describe, parse_caption
 
 
-def evaluate(module: SelfNPO, prompts: list[str], batch: int = 64) -> tuple[float, float, float]:
-    """(reward, right shapes, right colours) of one sample per prompt, prompt i from seed i."""
-    images = []
-    for start in range(0, len(prompts), batch):
-        chunk = prompts[start:start + batch]
-        images.append(to_uint8(module.sample(chunk, list(range(start, start + len(chunk))), 20, 3.0)))
-    images = np.concatenate(images)
-    reward = float(np.mean([image_reward(image, prompt) for image, prompt in zip(images, prompts)]))
-    wanted = [parse_caption(p) for p in prompts]
+def evaluate(samples: ImageRewardEvaluation, module: SelfNPO) -> tuple[float, float, float]:
+    """(reward, right shapes, right colours) of the evaluation's samples (its prompts and seeds)."""
+    images = samples.images(module)
+    reward = float(np.mean([samples.reward(image, prompt) for image, prompt in zip(images, samples.prompts)]))
+    wanted = [parse_caption(p) for p in samples.prompts]
     seen = [describe(image) for image in images]
     shapes = float(np.mean([w[0] == s[0] for w, s in zip(wanted, seen)]))
     colours = float(np.mean([w[1] == s[1] for w, s in zip(wanted, seen)]))
@@ -68,13 +63,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    prompts = PromptDataModule.read(args.prompts)
+    samples = ImageRewardEvaluation(args.prompts)  # the evaluation's sampling: 20 DDIM steps, guidance 3, prompt i from seed i
     module = SelfNPO(args.pretrained).eval()  # reference = positive model, model.unet = negative branch
     start = {k: v.clone() for k, v in module.reference.state_dict().items()}
 
     def row(label: str, negative: dict) -> None:
         module.model.unet.load_state_dict(negative)
-        reward, shapes, colours = evaluate(module, prompts)
+        reward, shapes, colours = evaluate(samples, module)
         print(f"| {label} | {reward:.3f} | {shapes:.3f} | {colours:.3f} |", flush=True)
 
     print("| negative branch | reward | shape right | colour right |\n|---|---|---|---|")

@@ -1,6 +1,8 @@
 """Does compiling a whole TD3+BC update pay on a CPU? Eager against one ``torch.compile`` of the
 entire step: the forward passes, the backward (through compiled autograd), fused Adam and the
-target lerp. Plain PyTorch, Hopper-sized, batch 256, twin 256-256 critics.
+target lerp. Plain PyTorch, Hopper-sized, batch 256, twin 256-256 critics. Not
+``plain_references.PlainTD3BC``: that loop samples with numpy and updates targets parameter by
+parameter, which would break the graph; this one gives the compiler the whole step.
 
     python benchmarks/whole_update_compile.py [--steps 600] [--threads 2]
 
