@@ -36,10 +36,20 @@ def main() -> None:
     parser.add_argument("--pretrain-steps", type=int, default=3000)
     parser.add_argument("--steps", type=int, default=500, help="steps of each method")
     parser.add_argument("--eval-every", type=int, default=100)
-    parser.add_argument("--grids", help="write the first seed's image grids (start and last evaluation) as PNG files here")
-    parser.add_argument("--tag", default="", help="suffix of the run names (runs/<method><tag>_seed<k>), to keep variants apart")
-    parser.add_argument("--set", nargs=2, action="append", default=[], metavar=("OPTION", "VALUE"),
-                        help="an extra override for every method run, e.g. --set model.init_args.lr 1e-4")
+    parser.add_argument(
+        "--grids", help="write the first seed's image grids (start and last evaluation) as PNG files here"
+    )
+    parser.add_argument(
+        "--tag", default="", help="suffix of the run names (runs/<method><tag>_seed<k>), to keep variants apart"
+    )
+    parser.add_argument(
+        "--set",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("OPTION", "VALUE"),
+        help="an extra override for every method run, e.g. --set model.init_args.lr 1e-4",
+    )
     args = parser.parse_args()
 
     folder = Path(args.out)
@@ -47,14 +57,39 @@ def main() -> None:
     if not (folder / "data/shapes/model").is_dir():
         run(["-m", "policylab.tasks.shapes", "--out", "data/shapes"], folder, folder / "task.log")
     pretrained = fit("shapes_pretrain.yaml", "shapes_pretrain", args.pretrain_steps, 0, folder, [], "eval/reward")
-    if not (folder / "data/shapes/model_pairs.parquet").is_file():  # the pairs of Diffusion-DPO and SmPO, the winners of SePPO
-        run(["-m", "policylab.tasks.shapes", "--out", "data/shapes", "--pairs-from", str(pretrained / "pipeline"), "--repeat", "6"],
-            folder, folder / "task.log")
-    every = ["--trainer.callbacks.init_args.every_n_steps", str(args.eval_every), "--checkpoint.every_n_train_steps", str(args.eval_every)]
+    if not (
+        folder / "data/shapes/model_pairs.parquet"
+    ).is_file():  # the pairs of Diffusion-DPO and SmPO, the winners of SePPO
+        run(
+            [
+                "-m",
+                "policylab.tasks.shapes",
+                "--out",
+                "data/shapes",
+                "--pairs-from",
+                str(pretrained / "pipeline"),
+                "--repeat",
+                "6",
+            ],
+            folder,
+            folder / "task.log",
+        )
+    every = [
+        "--trainer.callbacks.init_args.every_n_steps",
+        str(args.eval_every),
+        "--checkpoint.every_n_train_steps",
+        str(args.eval_every),
+    ]
     extra = [*every, "--model.init_args.model", str((pretrained / "pipeline").resolve())]
     for option, value in args.set:
         extra += [f"--{option}", value]
-    table = {m: [fit(f"{m}_shapes.yaml", f"{m}{args.tag}_seed{s}", args.steps, s, folder, extra, "eval/reward") for s in args.seeds] for m in args.methods}
+    table = {
+        m: [
+            fit(f"{m}_shapes.yaml", f"{m}{args.tag}_seed{s}", args.steps, s, folder, extra, "eval/reward")
+            for s in args.seeds
+        ]
+        for m in args.methods
+    }
     print_table(table, args.steps)
     if args.grids:
         for method, runs in table.items():
@@ -83,7 +118,9 @@ def print_table(table: dict[str, list[Path]], steps: int) -> None:
         v = np.array(values, dtype=float)
         return f"{v.mean():.3f} +- {v.std():.3f}"
 
-    print(f"\n| method | reward at start | reward after {steps} steps ({len(next(iter(table.values())))} seeds) | per seed | gain | win rate vs start | best evaluation |")
+    print(
+        f"\n| method | reward at start | reward after {steps} steps ({len(next(iter(table.values())))} seeds) | per seed | gain | win rate vs start | best evaluation |"
+    )
     print("|---|---|---|---|---|---|---|")
     for name, runs in table.items():
         start = [min(s.items())[1] for r in runs if (s := scores_of_run(r, "eval/reward_start"))]
@@ -91,8 +128,10 @@ def print_table(table: dict[str, list[Path]], steps: int) -> None:
         final = [s[steps] for s in rewards]
         wins = [scores_of_run(r, "eval/win_rate")[steps] for r in runs]
         gain = f"{np.mean(final) - np.mean(start):+.3f}" if start else ""
-        print(f"| {name} | {stats(start) if start else ''} | {stats(final)} | {', '.join(f'{x:.3f}' for x in final)} | {gain} "
-              f"| {stats(wins)} | {stats([max(s.values()) for s in rewards])} |")
+        print(
+            f"| {name} | {stats(start) if start else ''} | {stats(final)} | {', '.join(f'{x:.3f}' for x in final)} | {gain} "
+            f"| {stats(wins)} | {stats([max(s.values()) for s in rewards])} |"
+        )
 
 
 if __name__ == "__main__":

@@ -80,22 +80,45 @@ PERTURBATIONS = ((0.05, 1), (0.3, 2), (1.0, 3))  # (std of the noise added to th
 
 
 # ----------------------------------------------------------------------------- shared setup
-def trl_trainer(policy, reference, tokenizer, rows: list[dict], out_dir: Path, device: str, callbacks=(), **config) -> DPOTrainer:
+def trl_trainer(
+    policy, reference, tokenizer, rows: list[dict], out_dir: Path, device: str, callbacks=(), **config
+) -> DPOTrainer:
     """A ``DPOTrainer`` on copies of ``policy`` and ``reference`` (TRL patches the models it gets),
     configured for the same work per step as policylab (see the module docstring)."""
     args = DPOConfig(
-        output_dir=str(out_dir), report_to="none", use_cpu=device == "cpu", bf16=False, gradient_checkpointing=False,
-        max_length=MAX_LENGTH, optim="adamw_torch", lr_scheduler_type="constant", max_grad_norm=0.0, weight_decay=0.0,
-        save_strategy="no", logging_strategy="no", disable_tqdm=True, dataloader_pin_memory=False, seed=0, **config,
+        output_dir=str(out_dir),
+        report_to="none",
+        use_cpu=device == "cpu",
+        bf16=False,
+        gradient_checkpointing=False,
+        max_length=MAX_LENGTH,
+        optim="adamw_torch",
+        lr_scheduler_type="constant",
+        max_grad_norm=0.0,
+        weight_decay=0.0,
+        save_strategy="no",
+        logging_strategy="no",
+        disable_tqdm=True,
+        dataloader_pin_memory=False,
+        seed=0,
+        **config,
     )
     dataset = datasets.Dataset.from_list([{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in rows])
-    return DPOTrainer(model=copy.deepcopy(policy), ref_model=copy.deepcopy(reference), args=args, train_dataset=dataset,
-                      processing_class=tokenizer, callbacks=list(callbacks))
+    return DPOTrainer(
+        model=copy.deepcopy(policy),
+        ref_model=copy.deepcopy(reference),
+        args=args,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        callbacks=list(callbacks),
+    )
 
 
 def policylab_datamodule(rows: list[dict], tokenizer, folder: Path, batch_size: int) -> PreferenceDataModule:
     path = write_jsonl(rows, folder / f"pairs_{len(rows)}.jsonl")
-    return PreferenceDataModule(str(path), tokenizer, batch_size=batch_size, max_length=MAX_LENGTH, max_prompt_length=MAX_PROMPT_LENGTH)
+    return PreferenceDataModule(
+        str(path), tokenizer, batch_size=batch_size, max_length=MAX_LENGTH, max_prompt_length=MAX_PROMPT_LENGTH
+    )
 
 
 def check_same_tokens(trainer: DPOTrainer, dm: PreferenceDataModule, rows: list[dict]) -> None:
@@ -135,27 +158,73 @@ def _module_loss(module: DPO, batch: dict) -> torch.Tensor:
 
 def _bco_without_shift(module: DPO, batch: dict) -> torch.Tensor:
     s = module.sequence_stats(batch)
-    return P.bco_pair_loss(s["chosen"] - s["ref_chosen"], s["rejected"] - s["ref_rejected"], module.hparams.beta, delta=0.0).mean()
+    return P.bco_pair_loss(
+        s["chosen"] - s["ref_chosen"], s["rejected"] - s["ref_rejected"], module.hparams.beta, delta=0.0
+    ).mean()
 
 
 # (label, TRL config, policylab's loss of (module, batch), DPO kwargs, expected to agree, note)
 CASES = [
     ("sigmoid", {"loss_type": ["sigmoid"]}, _module_loss, {"loss_type": "sigmoid"}, True, ""),
-    ("robust, eps 0.1", {"loss_type": ["robust"], "label_smoothing": 0.1}, _module_loss, {"loss_type": "robust", "flip_rate": 0.1}, True, ""),
+    (
+        "robust, eps 0.1",
+        {"loss_type": ["robust"], "label_smoothing": 0.1},
+        _module_loss,
+        {"loss_type": "robust", "flip_rate": 0.1},
+        True,
+        "",
+    ),
     ("ipo", {"loss_type": ["ipo"]}, _module_loss, {"loss_type": "ipo"}, True, "both on per-token averaged log-ratios"),
     ("hinge", {"loss_type": ["hinge"]}, _module_loss, {"loss_type": "hinge"}, True, ""),
     ("nca_pair", {"loss_type": ["nca_pair"]}, _module_loss, {"loss_type": "nca_pair"}, True, ""),
-    ("sppo = sppo_hard", {"loss_type": ["sppo_hard"]}, _module_loss, {"loss_type": "sppo"}, True, "policylab without win rates = hard labels"),
-    ("bco_pair, shift 0 (pure loss)", {"loss_type": ["bco_pair"]}, _bco_without_shift, {"loss_type": "bco_pair"}, True,
-     "policylab.losses.preference.bco_pair_loss(delta=0)"),
-    ("bco_pair (module, running shift)", {"loss_type": ["bco_pair"]}, _module_loss, {"loss_type": "bco_pair"}, False,
-     "TRL 1.16 has no reward shift delta; the paper and policylab do"),
-    ("rpo = sigmoid + sft, mixed lengths", {"loss_type": ["sigmoid", "sft"], "loss_weights": [1.0, 1.0]}, _module_loss,
-     {"loss_type": "rpo", "rpo_alpha": 1.0}, False, "TRL's sft: mean over all chosen tokens; RPO paper: per-pair mean"),
-    ("rpo = sigmoid + sft, equal lengths", {"loss_type": ["sigmoid", "sft"], "loss_weights": [1.0, 1.0]}, _module_loss,
-     {"loss_type": "rpo", "rpo_alpha": 1.0}, True, "the two NLL means coincide when all chosen lengths are equal"),
-    ("cDPO: sigmoid, label_smoothing 0.1", {"loss_type": ["sigmoid"], "label_smoothing": 0.1}, _module_loss,
-     {"loss_type": "sigmoid", "label_smoothing": 0.1}, False, "TRL 1.16's sigmoid ignores label_smoothing (no cDPO)"),
+    (
+        "sppo = sppo_hard",
+        {"loss_type": ["sppo_hard"]},
+        _module_loss,
+        {"loss_type": "sppo"},
+        True,
+        "policylab without win rates = hard labels",
+    ),
+    (
+        "bco_pair, shift 0 (pure loss)",
+        {"loss_type": ["bco_pair"]},
+        _bco_without_shift,
+        {"loss_type": "bco_pair"},
+        True,
+        "policylab.losses.preference.bco_pair_loss(delta=0)",
+    ),
+    (
+        "bco_pair (module, running shift)",
+        {"loss_type": ["bco_pair"]},
+        _module_loss,
+        {"loss_type": "bco_pair"},
+        False,
+        "TRL 1.16 has no reward shift delta; the paper and policylab do",
+    ),
+    (
+        "rpo = sigmoid + sft, mixed lengths",
+        {"loss_type": ["sigmoid", "sft"], "loss_weights": [1.0, 1.0]},
+        _module_loss,
+        {"loss_type": "rpo", "rpo_alpha": 1.0},
+        False,
+        "TRL's sft: mean over all chosen tokens; RPO paper: per-pair mean",
+    ),
+    (
+        "rpo = sigmoid + sft, equal lengths",
+        {"loss_type": ["sigmoid", "sft"], "loss_weights": [1.0, 1.0]},
+        _module_loss,
+        {"loss_type": "rpo", "rpo_alpha": 1.0},
+        True,
+        "the two NLL means coincide when all chosen lengths are equal",
+    ),
+    (
+        "cDPO: sigmoid, label_smoothing 0.1",
+        {"loss_type": ["sigmoid"], "label_smoothing": 0.1},
+        _module_loss,
+        {"loss_type": "sigmoid", "label_smoothing": 0.1},
+        False,
+        "TRL 1.16's sigmoid ignores label_smoothing (no cDPO)",
+    ),
 ]
 
 
@@ -167,7 +236,9 @@ def loss_agreement(tokenizer, folder: Path, beta: float = 0.1) -> list[dict]:
     """Largest loss and gradient differences between TRL and policylab for each case."""
     reference = build_model(seed=0)
     mixed = AdditionTask(seed=1).preference_rows(48)
-    equal = [r for r in AdditionTask(seed=2).preference_rows(400) if len(r["chosen"]) == 2][:48]  # every chosen: 2 digits + EOS
+    equal = [r for r in AdditionTask(seed=2).preference_rows(400) if len(r["chosen"]) == 2][
+        :48
+    ]  # every chosen: 2 digits + EOS
     dm = policylab_datamodule(mixed + equal, tokenizer, folder, batch_size=16)
     results = []
     for label, trl_config, ours, module_kwargs, expect, note in CASES:
@@ -177,14 +248,18 @@ def loss_agreement(tokenizer, folder: Path, beta: float = 0.1) -> list[dict]:
         agree = True
         for scale, seed in PERTURBATIONS:
             policy = perturbed(reference, scale, seed)
-            trainer = trl_trainer(policy, reference, tokenizer, rows, folder / "trl_loss", "cpu", beta=beta, **trl_config)
+            trainer = trl_trainer(
+                policy, reference, tokenizer, rows, folder / "trl_loss", "cpu", beta=beta, **trl_config
+            )
             tokenized = trainer.train_dataset
             for k, batch in enumerate(batches):
                 theirs_batch = trainer.data_collator([tokenized[i] for i in range(16 * k, 16 * k + 16)])
                 for key in ("input_ids", "attention_mask", "completion_mask"):
                     if not torch.equal(theirs_batch[key], batch[key]):
                         sys.exit(f"{label}: TRL's collated {key} differs from policylab's")
-                module = DPO(copy.deepcopy(policy), reference_model=copy.deepcopy(reference), beta=beta, **module_kwargs).train()
+                module = DPO(
+                    copy.deepcopy(policy), reference_model=copy.deepcopy(reference), beta=beta, **module_kwargs
+                ).train()
                 trainer.model.zero_grad()
                 theirs = trainer.compute_loss(trainer.model, batch)
                 theirs.backward()
@@ -198,8 +273,18 @@ def loss_agreement(tokenizer, folder: Path, beta: float = 0.1) -> list[dict]:
                 grad_diff = max((g_theirs[n] - g_mine[n]).abs().max().item() for n in g_mine) / max(largest, 1e-12)
                 agree &= loss_diff <= TOLERANCE * max(1.0, abs(mine.item())) and grad_diff <= TOLERANCE
                 worst_loss, worst_grad = max(worst_loss, loss_diff), max(worst_grad, grad_diff)
-        results.append({"label": label, "trl": "+".join(trl_config["loss_type"]), "policylab": module_kwargs["loss_type"],
-                        "loss": worst_loss, "grad": worst_grad, "agree": agree, "expect": expect, "note": note})
+        results.append(
+            {
+                "label": label,
+                "trl": "+".join(trl_config["loss_type"]),
+                "policylab": module_kwargs["loss_type"],
+                "loss": worst_loss,
+                "grad": worst_grad,
+                "agree": agree,
+                "expect": expect,
+                "note": note,
+            }
+        )
     return results
 
 
@@ -298,20 +383,39 @@ class PeakMemory:
         return False
 
 
-def _summary(name: str, clock: StepClock, counter: CountingCollate, wall: float, memory: PeakMemory, steps: int, warmup: int) -> dict:
+def _summary(
+    name: str, clock: StepClock, counter: CountingCollate, wall: float, memory: PeakMemory, steps: int, warmup: int
+) -> dict:
     if len(clock.times) != steps or len(counter.tokens) < steps:
         sys.exit(f"{name}: {len(clock.times)} optimizer steps and {len(counter.tokens)} batches, expected {steps}")
     seconds = clock.times[-1] - clock.times[warmup - 1]
     tokens = sum(counter.tokens[warmup:steps])
-    return {"tokens_per_s": tokens / seconds, "steps_per_s": (steps - warmup) / seconds, "wall_s": wall, "peak_mib": memory.mib,
-            "tokens_per_step": tokens / (steps - warmup), "threads": clock.threads}
+    return {
+        "tokens_per_s": tokens / seconds,
+        "steps_per_s": (steps - warmup) / seconds,
+        "wall_s": wall,
+        "peak_mib": memory.mib,
+        "tokens_per_step": tokens / (steps - warmup),
+        "threads": clock.threads,
+    }
 
 
 def run_trl(base, tokenizer, rows, folder, args) -> dict:
     clock = StepClock(args.device)
-    trainer = trl_trainer(base, base, tokenizer, rows, folder / "trl_run", args.device, callbacks=[_TRLTick(clock)],
-                          beta=0.1, loss_type=["sigmoid"], learning_rate=args.lr, per_device_train_batch_size=args.batch_size,
-                          max_steps=args.steps)
+    trainer = trl_trainer(
+        base,
+        base,
+        tokenizer,
+        rows,
+        folder / "trl_run",
+        args.device,
+        callbacks=[_TRLTick(clock)],
+        beta=0.1,
+        loss_type=["sigmoid"],
+        learning_rate=args.lr,
+        per_device_train_batch_size=args.batch_size,
+        max_steps=args.steps,
+    )
     trainer.remove_callback(PrinterCallback)  # no metrics dict printed at the end
     counter = CountingCollate(trainer.data_collator)
     trainer.data_collator = counter
@@ -328,9 +432,19 @@ def run_policylab(base, dm, args) -> dict:
     counter = CountingCollate(type(dm).collate.__get__(dm))
     dm.collate = counter  # train_dataloader reads self.collate
     module = DPO(copy.deepcopy(base), loss_type="sigmoid", beta=0.1, lr=args.lr)
-    trainer = L.Trainer(accelerator="gpu" if args.device == "cuda" else "cpu", devices=1, precision="32-true", max_steps=args.steps,
-                        logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                        num_sanity_val_steps=0, limit_val_batches=0, callbacks=[_LightningTick(clock)])
+    trainer = L.Trainer(
+        accelerator="gpu" if args.device == "cuda" else "cpu",
+        devices=1,
+        precision="32-true",
+        max_steps=args.steps,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+        callbacks=[_LightningTick(clock)],
+    )
     with PeakMemory(args.device) as memory:
         start = time.perf_counter()
         trainer.fit(module, dm)
@@ -359,9 +473,12 @@ def speed_and_memory(tokenizer, folder: Path, args) -> dict[str, list[dict]]:
         results["TRL"].append(run_trl(base, tokenizer, rows, folder, args))
         results["policylab"].append(run_policylab(base, dm, args))
         t, p = results["TRL"][-1], results["policylab"][-1]
-        print(f"round {round_}: TRL {t['tokens_per_s']:,.0f} tokens/s, peak +{t['peak_mib']:.1f} MiB | "
-              f"policylab {p['tokens_per_s']:,.0f} tokens/s, peak +{p['peak_mib']:.1f} MiB | "
-              f"policylab/TRL {p['tokens_per_s'] / t['tokens_per_s']:.3f}", flush=True)
+        print(
+            f"round {round_}: TRL {t['tokens_per_s']:,.0f} tokens/s, peak +{t['peak_mib']:.1f} MiB | "
+            f"policylab {p['tokens_per_s']:,.0f} tokens/s, peak +{p['peak_mib']:.1f} MiB | "
+            f"policylab/TRL {p['tokens_per_s'] / t['tokens_per_s']:.3f}",
+            flush=True,
+        )
     return results
 
 
@@ -369,7 +486,9 @@ def speed_and_memory(tokenizer, folder: Path, args) -> dict[str, list[dict]]:
 def print_report(agreement: list[dict], speed: dict[str, list[dict]], args) -> bool:
     ok = True
     if agreement:
-        print(f"\n### Loss agreement (same model and batch; max over 3 batches of 16 pairs x {len(PERTURBATIONS)} perturbations; beta 0.1)\n")
+        print(
+            f"\n### Loss agreement (same model and batch; max over 3 batches of 16 pairs x {len(PERTURBATIONS)} perturbations; beta 0.1)\n"
+        )
         print("| case | TRL loss_type | policylab | max abs diff, loss | max rel. diff, grad | agree (1e-5) | note |")
         print("|---|---|---|---|---|---|---|")
     for r in agreement:
@@ -377,23 +496,35 @@ def print_report(agreement: list[dict], speed: dict[str, list[dict]], args) -> b
         if r["agree"] != r["expect"]:
             verdict += " (UNEXPECTED)"
             ok = False
-        print(f"| {r['label']} | {r['trl']} | {r['policylab']} | {r['loss']:.2e} | {r['grad']:.2e} | {verdict} | {r['note']} |")
-    median = {side: {key: statistics.median(run[key] for run in runs) for key in runs[0]} for side, runs in speed.items()}
+        print(
+            f"| {r['label']} | {r['trl']} | {r['policylab']} | {r['loss']:.2e} | {r['grad']:.2e} | {verdict} | {r['note']} |"
+        )
+    median = {
+        side: {key: statistics.median(run[key] for run in runs) for key in runs[0]} for side, runs in speed.items()
+    }
     t, p = median["TRL"], median["policylab"]
     model = speed_model(args)
     params, vocab = sum(x.numel() for x in model.parameters()), model.config.vocab_size
-    print(f"\n### Training speed and memory (sigmoid DPO, {params:,}-parameter Llama, vocabulary {vocab:,}, batch {args.batch_size} pairs, "
-          f"{args.steps} steps, first {args.warmup} not timed; medians of {args.rounds} alternating rounds)\n")
+    print(
+        f"\n### Training speed and memory (sigmoid DPO, {params:,}-parameter Llama, vocabulary {vocab:,}, batch {args.batch_size} pairs, "
+        f"{args.steps} steps, first {args.warmup} not timed; medians of {args.rounds} alternating rounds)\n"
+    )
     memory = "peak CUDA memory allocated (MiB)" if args.device == "cuda" else "peak RSS increase (MiB)"
     print(f"| | tokens/s | steps/s | wall of train()/fit() (s) | {memory} |")
     print("|---|---|---|---|---|")
     for name, m in (("TRL DPOTrainer.train()", t), ("policylab DPO + Trainer.fit", p)):
-        print(f"| {name} | {m['tokens_per_s']:,.0f} | {m['steps_per_s']:.1f} | {m['wall_s']:.1f} | {m['peak_mib']:.1f} |")
+        print(
+            f"| {name} | {m['tokens_per_s']:,.0f} | {m['steps_per_s']:.1f} | {m['wall_s']:.1f} | {m['peak_mib']:.1f} |"
+        )
     memory_ratio = f"{p['peak_mib'] / t['peak_mib']:.2f}" if t["peak_mib"] > 0 else "n/a"
-    print(f"| policylab / TRL | {p['tokens_per_s'] / t['tokens_per_s']:.3f} | {p['steps_per_s'] / t['steps_per_s']:.3f} | "
-          f"{p['wall_s'] / t['wall_s']:.3f} | {memory_ratio} |")
-    print(f"\n{t['tokens_per_step']:.0f} (TRL) and {p['tokens_per_step']:.0f} (policylab) non-pad tokens per timed step; "
-          f"torch threads inside the loops: TRL {t['threads']:.0f}, policylab {p['threads']:.0f}")
+    print(
+        f"| policylab / TRL | {p['tokens_per_s'] / t['tokens_per_s']:.3f} | {p['steps_per_s'] / t['steps_per_s']:.3f} | "
+        f"{p['wall_s'] / t['wall_s']:.3f} | {memory_ratio} |"
+    )
+    print(
+        f"\n{t['tokens_per_step']:.0f} (TRL) and {p['tokens_per_step']:.0f} (policylab) non-pad tokens per timed step; "
+        f"torch threads inside the loops: TRL {t['threads']:.0f}, policylab {p['threads']:.0f}"
+    )
     return ok
 
 
@@ -409,15 +540,20 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--hidden-size", type=int, default=64)
     parser.add_argument("--layers", type=int, default=2)
-    parser.add_argument("--vocab-size", type=int, default=0, help="widen the model's vocabulary (0: the task's 17 tokens)")
+    parser.add_argument(
+        "--vocab-size", type=int, default=0, help="widen the model's vocabulary (0: the task's 17 tokens)"
+    )
     parser.add_argument("--skip-agreement", action="store_true")
     args = parser.parse_args()
     if not 0 < args.warmup < args.steps:
         parser.error("need 0 < --warmup < --steps")
     torch.set_num_threads(args.threads)
     quiet()
-    print(f"{args.device}, {torch.get_num_threads()} threads, torch {torch.__version__}, trl {trl.__version__}, "
-          f"transformers {transformers.__version__}, lightning {L.__version__}", flush=True)
+    print(
+        f"{args.device}, {torch.get_num_threads()} threads, torch {torch.__version__}, trl {trl.__version__}, "
+        f"transformers {transformers.__version__}, lightning {L.__version__}",
+        flush=True,
+    )
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         tokenizer = build_tokenizer(folder / "tokenizer")

@@ -52,18 +52,26 @@ def negative_variants(start: dict, trained: dict, generator: torch.Generator) ->
     def plus(change: dict, sign: float = 1.0) -> dict:
         return {k: v + sign * change[k] if k in change else v for k, v in start.items()}
 
-    return {"+ delta": plus(delta), "- delta (mirror)": plus(delta, -1.0), "+ random change, same norm per tensor": plus(random)}
+    return {
+        "+ delta": plus(delta),
+        "- delta (mirror)": plus(delta, -1.0),
+        "+ random change, same norm per tensor": plus(random),
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--pretrained", required=True, help="the pretrained pipeline folder (the positive model)")
-    parser.add_argument("--checkpoints", nargs="+", required=True, help="Lightning checkpoints whose UNet gives the direction")
+    parser.add_argument(
+        "--checkpoints", nargs="+", required=True, help="Lightning checkpoints whose UNet gives the direction"
+    )
     parser.add_argument("--prompts", default="data/bench/diffusion/data/shapes/eval_prompts.txt")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    samples = ImageRewardEvaluation(args.prompts)  # the evaluation's sampling: 20 DDIM steps, guidance 3, prompt i from seed i
+    samples = ImageRewardEvaluation(
+        args.prompts
+    )  # the evaluation's sampling: 20 DDIM steps, guidance 3, prompt i from seed i
     module = SelfNPO(args.pretrained).eval()  # reference = positive model, model.unet = negative branch
     start = {k: v.clone() for k, v in module.reference.state_dict().items()}
 

@@ -118,8 +118,15 @@ class _StepClock(L.Callback):
 def time_policylab(dm: OfflineTransitionDataModule, model: L.LightningModule, steps: int, device) -> float:
     clock = _StepClock(device)
     trainer = L.Trainer(
-        accelerator=device.type, devices=1, max_steps=steps, logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
+        accelerator=device.type,
+        devices=1,
+        max_steps=steps,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
         callbacks=[clock],
     )
     trainer.fit(model, datamodule=dm)
@@ -129,7 +136,9 @@ def time_policylab(dm: OfflineTransitionDataModule, model: L.LightningModule, st
 MATMULS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm")
 
 
-def profile_policylab(dm: OfflineTransitionDataModule, model: L.LightningModule, steps: int, device, rate: float) -> None:
+def profile_policylab(
+    dm: OfflineTransitionDataModule, model: L.LightningModule, steps: int, device, rate: float
+) -> None:
     """Print how much of a policylab step the matmuls take and the FLOP rate they run at there,
     from ``torch.profiler`` over ``steps`` steps (the profiler's own overhead included)."""
     from torch.profiler import ProfilerActivity, profile
@@ -147,11 +156,17 @@ def profile_policylab(dm: OfflineTransitionDataModule, model: L.LightningModule,
     matmul_time = sum(own_time(e) for e in matmuls)
     matmul_flops = sum(e.flops for e in matmuls)
     in_loop = matmul_flops / (matmul_time * 1e-6)
-    print(f"  profile: matmuls take {matmul_time / total:.0%} of the step's operator time, at {in_loop / 1e9:.1f} GFLOP/s "
-          f"({in_loop / rate:.0%} of the best matmul rate); the other {1 - matmul_time / total:.0%} is elementwise ops, "
-          f"optimizer steps and dispatch", flush=True)
+    print(
+        f"  profile: matmuls take {matmul_time / total:.0%} of the step's operator time, at {in_loop / 1e9:.1f} GFLOP/s "
+        f"({in_loop / rate:.0%} of the best matmul rate); the other {1 - matmul_time / total:.0%} is elementwise ops, "
+        f"optimizer steps and dispatch",
+        flush=True,
+    )
     for e in sorted(events, key=lambda e: -e.self_cpu_time_total)[:8]:
-        print(f"    {e.key:32s} {e.self_cpu_time_total / steps / 1e3:7.3f} ms/step  ({e.count / steps:.1f} calls)", flush=True)
+        print(
+            f"    {e.key:32s} {e.self_cpu_time_total / steps / 1e3:7.3f} ms/step  ({e.count / steps:.1f} calls)",
+            flush=True,
+        )
 
 
 class _MatmulRecorder(TorchDispatchMode):
@@ -165,7 +180,9 @@ class _MatmulRecorder(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         if func.name() in MATMULS:
-            self.calls.append((func, [(a.shape, a.stride()) if isinstance(a, torch.Tensor) else a for a in args], kwargs))
+            self.calls.append(
+                (func, [(a.shape, a.stride()) if isinstance(a, torch.Tensor) else a for a in args], kwargs)
+            )
         return func(*args, **kwargs)
 
 
@@ -182,7 +199,9 @@ def matmul_ceiling(two_steps, device, passes: int = 50) -> float:
     recorder = _MatmulRecorder()
     with recorder:
         two_steps()
-    calls = [(f, [_operand(*a, device) if isinstance(a, tuple) else a for a in args], kw) for f, args, kw in recorder.calls]
+    calls = [
+        (f, [_operand(*a, device) if isinstance(a, tuple) else a for a in args], kw) for f, args, kw in recorder.calls
+    ]
     best = float("inf")
     for _ in range(4):  # the first round warms up
         start = time.perf_counter()
@@ -204,9 +223,19 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--compile", action="store_true", help="policylab modules with compile=True")
     parser.add_argument("--compile-mode", default=None, help="e.g. reduce-overhead (CUDA graphs) on a GPU")
-    parser.add_argument("--cuda-graph", action="store_true", help="policylab modules with cuda_graph=True (whole update as CUDA graphs)")
-    parser.add_argument("--profile", action="store_true", help="after timing, profile 200 policylab steps: the matmuls' share of the step and their FLOP rate")
-    parser.add_argument("--ceiling", action="store_true", help="after timing, replay each update's matmuls alone: the highest fraction of the matmul rate the update could reach")
+    parser.add_argument(
+        "--cuda-graph", action="store_true", help="policylab modules with cuda_graph=True (whole update as CUDA graphs)"
+    )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="after timing, profile 200 policylab steps: the matmuls' share of the step and their FLOP rate",
+    )
+    parser.add_argument(
+        "--ceiling",
+        action="store_true",
+        help="after timing, replay each update's matmuls alone: the highest fraction of the matmul rate the update could reach",
+    )
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     torch.set_num_threads(args.threads)
@@ -230,7 +259,10 @@ def main() -> None:
         for r in range(args.rounds):
             plain_rates.append(time_plain(plain, args.steps, device))
             lab_rates.append(time_policylab(dm, model, args.steps, device))
-            print(f"{method} round {r}: plain {plain_rates[-1]:.1f} steps/s   policylab {lab_rates[-1]:.1f} steps/s", flush=True)
+            print(
+                f"{method} round {r}: plain {plain_rates[-1]:.1f} steps/s   policylab {lab_rates[-1]:.1f} steps/s",
+                flush=True,
+            )
         p, q = statistics.median(plain_rates), statistics.median(lab_rates)
         print(
             f"{method}: {flops / 1e9:.2f} GFLOP/update | plain {p:.1f} steps/s ({flops * p / rate:.0%} of matmul rate) | "
@@ -242,9 +274,12 @@ def main() -> None:
         if args.ceiling:
             plain_ceiling = matmul_ceiling(lambda: (plain.train_step(), plain.train_step()), device)
             lab_ceiling = matmul_ceiling(lambda: time_policylab(dm, model, 2, device), device)
-            print(f"  ceiling: the update's matmuls alone, replayed back to back: plain {plain_ceiling:.1f} steps/s "
-                  f"({flops * plain_ceiling / rate:.0%} of matmul rate), policylab {lab_ceiling:.1f} steps/s "
-                  f"({flops * lab_ceiling / rate:.0%}); the update reaches {p / plain_ceiling:.0%} and {q / lab_ceiling:.0%} of them", flush=True)
+            print(
+                f"  ceiling: the update's matmuls alone, replayed back to back: plain {plain_ceiling:.1f} steps/s "
+                f"({flops * plain_ceiling / rate:.0%} of matmul rate), policylab {lab_ceiling:.1f} steps/s "
+                f"({flops * lab_ceiling / rate:.0%}); the update reaches {p / plain_ceiling:.0%} and {q / lab_ceiling:.0%} of them",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -48,23 +48,46 @@ class ReplaySample:
 
     def sample(self):
         indices = np.random.randint(0, len(self.data["obs"]), size=self.batch_size)
-        state, action, reward, next_state, done = (self.data[k][indices] for k in ("obs", "action", "reward", "next_obs", "terminal"))
+        state, action, reward, next_state, done = (
+            self.data[k][indices] for k in ("obs", "action", "reward", "next_obs", "terminal")
+        )
         return state, action, reward.unsqueeze(1), next_state, done.unsqueeze(1)
 
 
 # ----------------------------------------------------------------------------- TD3+BC (CORL td3_bc.py)
 class PlainTD3BC(ReplaySample):
-    def __init__(self, data, obs_dim, act_dim, device, max_action=1.0, discount=0.99, tau=0.005, policy_noise=0.2, noise_clip=0.5, policy_freq=2, alpha=2.5):
+    def __init__(
+        self,
+        data,
+        obs_dim,
+        act_dim,
+        device,
+        max_action=1.0,
+        discount=0.99,
+        tau=0.005,
+        policy_noise=0.2,
+        noise_clip=0.5,
+        policy_freq=2,
+        alpha=2.5,
+    ):
         super().__init__(data)
         self.actor = mlp([obs_dim, 256, 256, act_dim], nn.Tanh).to(device)
         self.actor_target = copy.deepcopy(self.actor)
         self.actor_optimizer = torch.optim.Adam(self.actor.parameters(), lr=3e-4)
-        self.critic_1, self.critic_2 = Critic(obs_dim, act_dim, [256, 256]).to(device), Critic(obs_dim, act_dim, [256, 256]).to(device)
+        self.critic_1, self.critic_2 = (
+            Critic(obs_dim, act_dim, [256, 256]).to(device),
+            Critic(obs_dim, act_dim, [256, 256]).to(device),
+        )
         self.critic_1_target, self.critic_2_target = copy.deepcopy(self.critic_1), copy.deepcopy(self.critic_2)
         self.critic_1_optimizer = torch.optim.Adam(self.critic_1.parameters(), lr=3e-4)
         self.critic_2_optimizer = torch.optim.Adam(self.critic_2.parameters(), lr=3e-4)
         self.max_action, self.discount, self.tau = max_action, discount, tau
-        self.policy_noise, self.noise_clip, self.policy_freq, self.alpha = policy_noise * max_action, noise_clip * max_action, policy_freq, alpha
+        self.policy_noise, self.noise_clip, self.policy_freq, self.alpha = (
+            policy_noise * max_action,
+            noise_clip * max_action,
+            policy_freq,
+            alpha,
+        )
         self.total_it = 0
 
     def train_step(self):
@@ -72,8 +95,12 @@ class PlainTD3BC(ReplaySample):
         state, action, reward, next_state, done = self.sample()
         with torch.no_grad():
             noise = (torch.randn_like(action) * self.policy_noise).clamp(-self.noise_clip, self.noise_clip)
-            next_action = (self.max_action * self.actor_target(next_state) + noise).clamp(-self.max_action, self.max_action)
-            target_q = torch.min(self.critic_1_target(next_state, next_action), self.critic_2_target(next_state, next_action))
+            next_action = (self.max_action * self.actor_target(next_state) + noise).clamp(
+                -self.max_action, self.max_action
+            )
+            target_q = torch.min(
+                self.critic_1_target(next_state, next_action), self.critic_2_target(next_state, next_action)
+            )
             target_q = reward + (1 - done) * self.discount * target_q
         current_q1, current_q2 = self.critic_1(state, action), self.critic_2(state, action)
         critic_loss = F.mse_loss(current_q1, target_q) + F.mse_loss(current_q2, target_q)
@@ -101,7 +128,11 @@ class VAE(nn.Module):
         super().__init__()
         self.e1, self.e2 = nn.Linear(state_dim + action_dim, 750), nn.Linear(750, 750)
         self.mean, self.log_std = nn.Linear(750, latent_dim), nn.Linear(750, latent_dim)
-        self.d1, self.d2, self.d3 = nn.Linear(state_dim + latent_dim, 750), nn.Linear(750, 750), nn.Linear(750, action_dim)
+        self.d1, self.d2, self.d3 = (
+            nn.Linear(state_dim + latent_dim, 750),
+            nn.Linear(750, 750),
+            nn.Linear(750, action_dim),
+        )
         self.max_action, self.latent_dim = max_action, latent_dim
 
     def forward(self, state, action):
@@ -119,7 +150,10 @@ class VAE(nn.Module):
 class TwinCritic(nn.Module):
     def __init__(self, state_dim, action_dim):
         super().__init__()
-        self.q1, self.q2 = mlp([state_dim + action_dim, 256, 256, 256, 256, 1]), mlp([state_dim + action_dim, 256, 256, 256, 256, 1])
+        self.q1, self.q2 = (
+            mlp([state_dim + action_dim, 256, 256, 256, 256, 1]),
+            mlp([state_dim + action_dim, 256, 256, 256, 256, 1]),
+        )
 
     def forward(self, state, action):
         sa = torch.cat([state, action], 1)
@@ -130,7 +164,22 @@ class TwinCritic(nn.Module):
 
 
 class PlainA2PR(ReplaySample):
-    def __init__(self, data, obs_dim, act_dim, device, max_action=1.0, discount=0.995, tau=0.005, policy_noise=0.2, noise_clip=0.5, policy_freq=2, alpha=2.5, mask=0.4, vae_weight=1.0):
+    def __init__(
+        self,
+        data,
+        obs_dim,
+        act_dim,
+        device,
+        max_action=1.0,
+        discount=0.995,
+        tau=0.005,
+        policy_noise=0.2,
+        noise_clip=0.5,
+        policy_freq=2,
+        alpha=2.5,
+        mask=0.4,
+        vae_weight=1.0,
+    ):
         super().__init__(data)
         self.actor = mlp([obs_dim, 256, 256, 256, act_dim], nn.Tanh).to(device)
         self.actor_target = copy.deepcopy(self.actor)
@@ -143,7 +192,13 @@ class PlainA2PR(ReplaySample):
         self.vae = VAE(obs_dim, act_dim, 2 * act_dim, max_action).to(device)
         self.vae_optimizer = torch.optim.Adam(self.vae.parameters())
         self.max_action, self.discount, self.tau, self.policy_freq = max_action, discount, tau, policy_freq
-        self.policy_noise, self.noise_clip, self.alpha, self.mask, self.vae_weight = policy_noise, noise_clip, alpha, mask, vae_weight
+        self.policy_noise, self.noise_clip, self.alpha, self.mask, self.vae_weight = (
+            policy_noise,
+            noise_clip,
+            alpha,
+            mask,
+            vae_weight,
+        )
         self.total_it = 0
 
     def train_step(self):
@@ -152,7 +207,9 @@ class PlainA2PR(ReplaySample):
         not_done = 1 - done
         with torch.no_grad():
             noise = (torch.randn_like(action) * self.policy_noise).clamp(-self.noise_clip, self.noise_clip)
-            next_action = (self.max_action * self.actor_target(next_state) + noise).clamp(-self.max_action, self.max_action)
+            next_action = (self.max_action * self.actor_target(next_state) + noise).clamp(
+                -self.max_action, self.max_action
+            )
             target_q = reward + not_done * self.discount * torch.min(*self.critic_target(next_state, next_action))
         current_q1, current_q2 = self.critic(state, action)
         critic_loss = F.mse_loss(current_q1, target_q) + F.mse_loss(current_q2, target_q)
@@ -207,7 +264,19 @@ class GaussianPolicy(nn.Module):
 
 
 class PlainIQL(ReplaySample):
-    def __init__(self, data, obs_dim, act_dim, device, max_action=1.0, discount=0.99, tau=0.005, beta=3.0, iql_tau=0.7, max_steps=1_000_000):
+    def __init__(
+        self,
+        data,
+        obs_dim,
+        act_dim,
+        device,
+        max_action=1.0,
+        discount=0.99,
+        tau=0.005,
+        beta=3.0,
+        iql_tau=0.7,
+        max_steps=1_000_000,
+    ):
         super().__init__(data)
         self.qf = TwinCriticIQL(obs_dim, act_dim).to(device)
         self.q_target = copy.deepcopy(self.qf).requires_grad_(False)
@@ -281,7 +350,10 @@ class PlainSAC(ReplaySample):
     def __init__(self, data, obs_dim, act_dim, device, discount=0.99, tau=0.005):
         super().__init__(data)
         self.actor = SACActor(obs_dim, act_dim).to(device)
-        self.qf1, self.qf2 = Critic(obs_dim, act_dim, [256, 256]).to(device), Critic(obs_dim, act_dim, [256, 256]).to(device)
+        self.qf1, self.qf2 = (
+            Critic(obs_dim, act_dim, [256, 256]).to(device),
+            Critic(obs_dim, act_dim, [256, 256]).to(device),
+        )
         self.qf1_target, self.qf2_target = copy.deepcopy(self.qf1), copy.deepcopy(self.qf2)
         self.q_optimizer = torch.optim.Adam(list(self.qf1.parameters()) + list(self.qf2.parameters()), lr=3e-4)
         self.actor_optimizer = torch.optim.Adam(self.actor.parameters(), lr=3e-4)
@@ -295,7 +367,10 @@ class PlainSAC(ReplaySample):
         alpha = self.log_alpha.exp().detach()
         with torch.no_grad():
             next_actions, next_log_pi = self.actor.get_action(next_obs)
-            min_next = torch.min(self.qf1_target(next_obs, next_actions), self.qf2_target(next_obs, next_actions)) - alpha * next_log_pi
+            min_next = (
+                torch.min(self.qf1_target(next_obs, next_actions), self.qf2_target(next_obs, next_actions))
+                - alpha * next_log_pi
+            )
             next_q = rewards + (1 - dones) * self.discount * min_next
         qf_loss = F.mse_loss(self.qf1(obs, actions), next_q) + F.mse_loss(self.qf2(obs, actions), next_q)
         self.q_optimizer.zero_grad()

@@ -57,15 +57,31 @@ def accuracy(run_dir: Path, step: int) -> float | None:
     return scores.get(step)
 
 
-def fit(config: str, name: str, steps: int, seed: int, folder: Path, extra: list[str], metric: str = "eval/accuracy") -> Path:
+def fit(
+    config: str, name: str, steps: int, seed: int, folder: Path, extra: list[str], metric: str = "eval/accuracy"
+) -> Path:
     """``python cli.py fit`` of one run in ``folder`` unless it logged ``metric`` at ``steps``
     (then it is finished); the run's folder."""
     run_dir = folder / "runs" / name / "version_0"
     if run_dir.exists() and steps in scores_of_run(run_dir, metric):
         return run_dir
-    args = [str(ROOT / "cli.py"), "fit", "--config", str(ROOT / "configs" / config), "--seed_everything", str(seed),
-            "--trainer.max_steps", str(steps), "--trainer.logger.init_args.name", name,
-            "--trainer.logger.init_args.version", "version_0", "--trainer.enable_progress_bar", "false", *extra]
+    args = [
+        str(ROOT / "cli.py"),
+        "fit",
+        "--config",
+        str(ROOT / "configs" / config),
+        "--seed_everything",
+        str(seed),
+        "--trainer.max_steps",
+        str(steps),
+        "--trainer.logger.init_args.name",
+        name,
+        "--trainer.logger.init_args.version",
+        "version_0",
+        "--trainer.enable_progress_bar",
+        "false",
+        *extra,
+    ]
     if (run_dir / "checkpoints/last.ckpt").is_file():
         args += ["--ckpt_path", "last"]
     print(f"seed {seed}: {name} ({steps} steps)", flush=True)
@@ -82,17 +98,37 @@ def main() -> None:
     parser.add_argument("--dpo-steps", type=int, default=1500)
     parser.add_argument("--flip-rate", type=float, default=0.0)
     parser.add_argument("--correct-fraction", type=float, default=0.3, help="right answers among the SFT rows")
-    parser.add_argument("--mistake", default="dropped_carry", choices=["dropped_carry", "flipped_carry"], help="the SFT rows' systematic mistake")
-    parser.add_argument("--eval-every", type=int, help="greedy-accuracy interval of the preference runs (default: the config's 250)")
-    parser.add_argument("--lr", type=float, help="one learning rate for every loss instead of SETTINGS' (runs named _lr<lr>)")
-    parser.add_argument("--beta", type=float, help="one beta for every loss instead of SETTINGS' (runs named _beta<beta>)")
+    parser.add_argument(
+        "--mistake",
+        default="dropped_carry",
+        choices=["dropped_carry", "flipped_carry"],
+        help="the SFT rows' systematic mistake",
+    )
+    parser.add_argument(
+        "--eval-every", type=int, help="greedy-accuracy interval of the preference runs (default: the config's 250)"
+    )
+    parser.add_argument(
+        "--lr", type=float, help="one learning rate for every loss instead of SETTINGS' (runs named _lr<lr>)"
+    )
+    parser.add_argument(
+        "--beta", type=float, help="one beta for every loss instead of SETTINGS' (runs named _beta<beta>)"
+    )
     args = parser.parse_args()
 
     table: dict[str, list[Path]] = {}
     for seed in args.seeds:
         folder = Path(args.out) / f"seed{seed}"
         folder.mkdir(parents=True, exist_ok=True)
-        task = ["-m", "policylab.tasks.arithmetic", "--seed", str(seed), "--mistake", args.mistake, "--correct-fraction", str(args.correct_fraction)]
+        task = [
+            "-m",
+            "policylab.tasks.arithmetic",
+            "--seed",
+            str(seed),
+            "--mistake",
+            args.mistake,
+            "--correct-fraction",
+            str(args.correct_fraction),
+        ]
         if not (folder / "data/arithmetic/eval.jsonl").is_file():
             run([*task, "--out", "data/arithmetic"], folder, folder / "task.log")
         pairs, suffix = "data/arithmetic/pairs.jsonl", ""
@@ -100,8 +136,14 @@ def main() -> None:
             suffix = f"_flip{args.flip_rate:g}"
             pairs = f"data/arithmetic{suffix}/pairs.jsonl"
             if not (folder / pairs).is_file():
-                run([*task, "--out", f"data/arithmetic{suffix}", "--flip-rate", str(args.flip_rate)], folder, folder / "task.log")
-        table.setdefault("SFT", []).append(fit("sft_arithmetic.yaml", "sft_arithmetic", args.sft_steps, seed, folder, []))
+                run(
+                    [*task, "--out", f"data/arithmetic{suffix}", "--flip-rate", str(args.flip_rate)],
+                    folder,
+                    folder / "task.log",
+                )
+        table.setdefault("SFT", []).append(
+            fit("sft_arithmetic.yaml", "sft_arithmetic", args.sft_steps, seed, folder, [])
+        )
         for loss in args.losses:
             lr, beta = SETTINGS[loss]
             name = f"dpo_{loss}{suffix}"
@@ -109,11 +151,23 @@ def main() -> None:
                 lr, name = args.lr, f"{name}_lr{args.lr:g}"
             if args.beta:
                 beta, name = args.beta, f"{name}_beta{args.beta:g}"
-            extra = ["--model.init_args.loss_type", loss, "--model.init_args.lr", str(lr), "--model.init_args.beta", str(beta),
-                     "--data.init_args.train_file", pairs]
+            extra = [
+                "--model.init_args.loss_type",
+                loss,
+                "--model.init_args.lr",
+                str(lr),
+                "--model.init_args.beta",
+                str(beta),
+                "--data.init_args.train_file",
+                pairs,
+            ]
             if args.eval_every:
-                extra += ["--trainer.callbacks.init_args.every_n_steps", str(args.eval_every),
-                          "--checkpoint.every_n_train_steps", str(args.eval_every)]
+                extra += [
+                    "--trainer.callbacks.init_args.every_n_steps",
+                    str(args.eval_every),
+                    "--checkpoint.every_n_train_steps",
+                    str(args.eval_every),
+                ]
             if (folder / "data/arithmetic/val_pairs.jsonl").is_file():  # ranking metrics on held-out pairs
                 extra += ["--data.init_args.val_file", "data/arithmetic/val_pairs.jsonl"]
             if loss == "sem_dpo":  # distances from the SFT model's mean-pooled states, the encoder at hand
@@ -128,12 +182,15 @@ def main() -> None:
 def print_table(table: dict[str, list[Path]], sft_steps: int, dpo_steps: int) -> None:
     """Per method: greedy accuracy at the last step and at the first evaluation,
     the best evaluation of the run, each as mean +- std over seeds, and the gain over SFT."""
+
     def stats(values) -> str:
         v = np.array(values, dtype=float)
         return f"{v.mean():.3f} +- {v.std():.3f}"
 
     seeds = len(table["SFT"])
-    print(f"\n| method | final accuracy ({seeds} seeds) | per seed | vs SFT | first evaluation | best evaluation | held-out pair accuracy |")
+    print(
+        f"\n| method | final accuracy ({seeds} seeds) | per seed | vs SFT | first evaluation | best evaluation | held-out pair accuracy |"
+    )
     print("|---|---|---|---|---|---|---|")
     sft = np.mean([accuracy(r, sft_steps) for r in table["SFT"]])
     for name, runs in table.items():
@@ -144,7 +201,9 @@ def print_table(table: dict[str, list[Path]], sft_steps: int, dpo_steps: int) ->
         # val/reward_accuracy on the clean held-out pairs at the last validation, where logged
         pairs = [v[max(v)] for r in runs if (v := scores_of_run(r, "val/reward_accuracy"))]
         held_out = stats(pairs) if len(pairs) == len(runs) else ""
-        print(f"| {name} | {stats(final)} | {', '.join(f'{x:.3f}' for x in final)} | {gain} | {early} | {stats([max(s.values()) for s in scores])} | {held_out} |")
+        print(
+            f"| {name} | {stats(final)} | {', '.join(f'{x:.3f}' for x in final)} | {gain} | {early} | {stats([max(s.values()) for s in scores])} | {held_out} |"
+        )
 
 
 if __name__ == "__main__":

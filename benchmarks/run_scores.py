@@ -32,10 +32,26 @@ def finished_step(run_dir: Path) -> int:
 
 def command(config: str, seed: int, steps: int, out: Path, extra: list[str]) -> list[str]:
     name = f"{config}_seed{seed}"
-    args = [sys.executable, str(ROOT / "cli.py"), "fit", "--config", str(ROOT / f"configs/{config}.yaml"),
-            "--seed_everything", str(seed), "--trainer.max_steps", str(steps),
-            "--trainer.logger.init_args.save_dir", str(out), "--trainer.logger.init_args.name", name,
-            "--trainer.logger.init_args.version", "version_0", "--trainer.enable_progress_bar", "false", *extra]
+    args = [
+        sys.executable,
+        str(ROOT / "cli.py"),
+        "fit",
+        "--config",
+        str(ROOT / f"configs/{config}.yaml"),
+        "--seed_everything",
+        str(seed),
+        "--trainer.max_steps",
+        str(steps),
+        "--trainer.logger.init_args.save_dir",
+        str(out),
+        "--trainer.logger.init_args.name",
+        name,
+        "--trainer.logger.init_args.version",
+        "version_0",
+        "--trainer.enable_progress_bar",
+        "false",
+        *extra,
+    ]
     if finished_step(out / name) > 0:
         args += ["--ckpt_path", "last"]
     return args
@@ -61,7 +77,14 @@ def main() -> None:
             name = f"{config}_seed{seed}"
             log = open(out / f"{name}.log", "a")
             print(f"start {name} (from step {finished_step(out / name)})", flush=True)
-            running.append((name, subprocess.Popen(command(config, seed, args.steps, out, extra), stdout=log, stderr=subprocess.STDOUT, env=env)))
+            running.append(
+                (
+                    name,
+                    subprocess.Popen(
+                        command(config, seed, args.steps, out, extra), stdout=log, stderr=subprocess.STDOUT, env=env
+                    ),
+                )
+            )
         for name, process in list(running):
             if process.poll() is not None:
                 print(f"done  {name}: exit {process.returncode}", flush=True)

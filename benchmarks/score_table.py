@@ -51,7 +51,9 @@ def main() -> None:
         per_run = [scores_of_run(r, args.tag) for r in runs]
         cells = []
         for step in args.steps:
-            values = [v for v in (last_mean(s, step, args.window) for s in per_run if s and max(s) >= step) if v is not None]
+            values = [
+                v for v in (last_mean(s, step, args.window) for s in per_run if s and max(s) >= step) if v is not None
+            ]
             cells.append(f"{np.mean(values):.1f} +- {np.std(values):.1f} (n={len(values)})" if values else "-")
         print(f"| {label} | {len(runs)} | " + " | ".join(cells) + " |")
 

@@ -30,7 +30,11 @@ def mlp(inputs: int, outputs: int) -> nn.Sequential:
 
 def steps_per_second(compiled: bool, steps: int) -> float:
     torch.manual_seed(0)
-    actor, q1, q2 = nn.Sequential(mlp(OBS_DIM, ACT_DIM), nn.Tanh()), mlp(OBS_DIM + ACT_DIM, 1), mlp(OBS_DIM + ACT_DIM, 1)
+    actor, q1, q2 = (
+        nn.Sequential(mlp(OBS_DIM, ACT_DIM), nn.Tanh()),
+        mlp(OBS_DIM + ACT_DIM, 1),
+        mlp(OBS_DIM + ACT_DIM, 1),
+    )
     actor_target, q1_target, q2_target = (copy.deepcopy(m).requires_grad_(False) for m in (actor, q1, q2))
     critic_opt = torch.optim.Adam([*q1.parameters(), *q2.parameters()], lr=3e-4, fused=True)
     actor_opt = torch.optim.Adam(actor.parameters(), lr=3e-4, fused=True)
@@ -86,8 +90,12 @@ def main() -> None:
         return
     rates = {}
     for mode in ("eager", "compiled"):
-        out = subprocess.run([sys.executable, __file__, "--mode", mode, "--steps", str(args.steps), "--threads", str(args.threads)],
-                             capture_output=True, text=True, check=True)
+        out = subprocess.run(
+            [sys.executable, __file__, "--mode", mode, "--steps", str(args.steps), "--threads", str(args.threads)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         rates[mode] = float(out.stdout.strip().splitlines()[-1])
         print(f"{mode}: {rates[mode]:.1f} steps/s", flush=True)
     print(f"compiled/eager = {rates['compiled'] / rates['eager']:.3f}")

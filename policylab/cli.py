@@ -104,7 +104,11 @@ class PolicylabCLI(LightningCLI):
         if self.config[self.subcommand].get("ckpt_path") is not None:
             return
         callback = self.trainer.checkpoint_callback
-        folder = Path(callback.dirpath) if callback and callback.dirpath else Path(self.trainer.log_dir or ".") / "checkpoints"
+        folder = (
+            Path(callback.dirpath)
+            if callback and callback.dirpath
+            else Path(self.trainer.log_dir or ".") / "checkpoints"
+        )
         if folder.is_dir() and any(folder.glob("*.ckpt")):
             sys.exit(
                 f"error: {folder} already holds checkpoints of an earlier run. Resume it with --ckpt_path last "

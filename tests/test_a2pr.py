@@ -19,7 +19,9 @@ def test_value_target_is_the_smaller_of_the_two_targets():
     critic_target = torch.tensor([2.5, 0.0, 5.0])
     # one-step targets with gamma 0.5: 1 + 0.5*2 = 2 ; 0 + 0.5*-1 = -0.5 ; terminal: 2
     # capped by y: min(2, 2.5) = 2 ; min(-0.5, 0) = -0.5 ; min(2, 5) = 2
-    torch.testing.assert_close(a2pr_value_target(reward, terminal, next_q, critic_target, 0.5), torch.tensor([2.0, -0.5, 2.0]))
+    torch.testing.assert_close(
+        a2pr_value_target(reward, terminal, next_q, critic_target, 0.5), torch.tensor([2.0, -0.5, 2.0])
+    )
 
 
 def test_vae_loss_counts_only_positive_advantage_actions():
@@ -70,16 +72,31 @@ def mixed_npz(tmp_path_factory):
     act = np.clip(act, -1, 1).astype(np.float32)
     reward = (1.0 - ((act - _expert(obs)) ** 2).sum(1) * 2).astype(np.float32)
     path = tmp_path_factory.mktemp("mixed") / "mixed.npz"
-    np.savez(path, observations=obs, actions=act, rewards=reward, next_observations=rng.normal(size=(n, 6)).astype(np.float32),
-             terminals=np.zeros(n, bool), timeouts=np.zeros(n, bool))
+    np.savez(
+        path,
+        observations=obs,
+        actions=act,
+        rewards=reward,
+        next_observations=rng.normal(size=(n, 6)).astype(np.float32),
+        terminals=np.zeros(n, bool),
+        timeouts=np.zeros(n, bool),
+    )
     return path
 
 
 def test_a2pr_learns_the_good_half_of_mixed_data(mixed_npz):
     L.seed_everything(0)
     dm = OfflineTransitionDataModule(str(mixed_npz), batch_size=256, normalize_observations=False)
-    model = A2PR(dm.obs_dim, dm.action_dim, dm.max_action, mask=0.4, discount=0.5,
-                 actor_hidden_dims=(64, 64), critic_hidden_dims=(64, 64), vae_hidden_dims=(64, 64))
+    model = A2PR(
+        dm.obs_dim,
+        dm.action_dim,
+        dm.max_action,
+        mask=0.4,
+        discount=0.5,
+        actor_hidden_dims=(64, 64),
+        critic_hidden_dims=(64, 64),
+        vae_hidden_dims=(64, 64),
+    )
     fixed = dm.buffer.sample(2048, torch.Generator().manual_seed(0))
     expert = torch.as_tensor(_expert(fixed.obs.numpy()))
     mixture_error = (fixed.action - expert).pow(2).mean().item()  # what imitating the data costs
@@ -89,8 +106,15 @@ def test_a2pr_learns_the_good_half_of_mixed_data(mixed_npz):
             return (model.actor(fixed.obs) - expert).pow(2).mean().item()
 
     before = imitation()
-    trainer = L.Trainer(max_steps=1500, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0)
+    trainer = L.Trainer(
+        max_steps=1500,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+    )
     trainer.fit(model, datamodule=dm)
     after = imitation()
     with torch.no_grad():

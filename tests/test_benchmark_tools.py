@@ -56,9 +56,17 @@ def test_matmul_ceiling_is_at_least_the_rate_of_the_whole_computation():
 
 def test_negative_variants_mirror_and_match_the_change_per_tensor():
     start = {"weight": torch.randn(4, 3), "bias": torch.randn(4), "steps": torch.tensor(7)}
-    trained = {"weight": start["weight"] + 0.1 * torch.randn(4, 3), "bias": start["bias"].clone(), "steps": torch.tensor(9)}
+    trained = {
+        "weight": start["weight"] + 0.1 * torch.randn(4, 3),
+        "bias": start["bias"].clone(),
+        "steps": torch.tensor(9),
+    }
     variants = negative_branch_probe.negative_variants(start, trained, torch.Generator().manual_seed(0))
-    plus, mirror, random = variants["+ delta"], variants["- delta (mirror)"], variants["+ random change, same norm per tensor"]
+    plus, mirror, random = (
+        variants["+ delta"],
+        variants["- delta (mirror)"],
+        variants["+ random change, same norm per tensor"],
+    )
     assert torch.allclose(plus["weight"], trained["weight"])
     assert torch.allclose(mirror["weight"], 2 * start["weight"] - trained["weight"])
     for name in ("weight", "bias"):

@@ -24,7 +24,9 @@ def test_bundled_medium_replay_loads_by_name_and_matches_its_card():
     row = next(line for line in card.splitlines() if line.startswith(f"| {path.name}"))
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert int(cells[1]) == stats["transitions"] and int(cells[2]) == stats["episodes"]
-    assert float(cells[3]) == round(stats["return_mean"], 1) and float(cells[7]) == round(stats["normalized_score_mean"], 1)
+    assert float(cells[3]) == round(stats["return_mean"], 1) and float(cells[7]) == round(
+        stats["normalized_score_mean"], 1
+    )
     assert attrs["medium_policy_step"] > 0 and not np.isnan(arrays["observations"]).any()
 
 
@@ -32,7 +34,9 @@ def test_bundled_medium_policy_scores_as_its_card_says():
     snapshot = torch.load(bundle_dir("hopper") / "medium_policy.pt", weights_only=True)
     assert 25 <= snapshot["score"] <= 60  # D4RL's hopper medium policy scores about 44
     card = (bundle_dir("hopper") / "README.md").read_text()
-    assert re.search(rf"\| medium_policy.pt \| {snapshot['step']} \| {snapshot['env_steps']} \| {snapshot['score']:.1f} \|", card)
+    assert re.search(
+        rf"\| medium_policy.pt \| {snapshot['step']} \| {snapshot['env_steps']} \| {snapshot['score']:.1f} \|", card
+    )
     # 20 fresh deterministic episodes, as the builder scored it
     score = evaluate_snapshot(BuildConfig(), snapshot, episodes=20)
     assert abs(score - snapshot["score"]) < 10, (score, snapshot["score"])

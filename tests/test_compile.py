@@ -24,9 +24,18 @@ def _losses(path, compile: bool = False, method=TD3BC, accelerator: str = "cpu",
     dm = OfflineTransitionDataModule(str(path), batch_size=64, seed=0)
     model = method(dm.obs_dim, dm.action_dim, dm.max_action, compile=compile, **kwargs)
     record = _Losses()
-    L.Trainer(max_steps=100, log_every_n_steps=1, logger=False, enable_checkpointing=False, callbacks=[record],
-              accelerator=accelerator, devices=1, enable_progress_bar=False, enable_model_summary=False,
-              limit_val_batches=0).fit(model, dm)
+    L.Trainer(
+        max_steps=100,
+        log_every_n_steps=1,
+        logger=False,
+        enable_checkpointing=False,
+        callbacks=[record],
+        accelerator=accelerator,
+        devices=1,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+    ).fit(model, dm)
     if compile:  # the losses really ran compiled
         assert model._compiled and torch._dynamo.utils.counters["stats"]["unique_graphs"] > 0
     return np.array(record.values)
@@ -44,7 +53,10 @@ def test_compiled_and_eager_td3bc_give_the_same_losses_for_100_steps(hopper_hdf5
     np.testing.assert_allclose(compiled[1::2, 1], eager[1::2, 1], rtol=1e-4, atol=1e-5)
 
 
-SMALL = {TD3BC: {"hidden_dims": (32, 32)}, A2PR: {"actor_hidden_dims": (32, 32), "critic_hidden_dims": (32, 32), "vae_hidden_dims": (32, 32)}}
+SMALL = {
+    TD3BC: {"hidden_dims": (32, 32)},
+    A2PR: {"actor_hidden_dims": (32, 32), "critic_hidden_dims": (32, 32), "vae_hidden_dims": (32, 32)},
+}
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA device")
@@ -69,8 +81,15 @@ def test_compile_and_cuda_graph_together_are_refused():
 def test_cuda_graph_falls_back_to_eager_in_mixed_precision_with_a_warning(hopper_hdf5):
     dm = OfflineTransitionDataModule(str(hopper_hdf5), batch_size=32, seed=0)
     model = TD3BC(dm.obs_dim, dm.action_dim, dm.max_action, hidden_dims=(16, 16), cuda_graph=True)
-    trainer = L.Trainer(max_steps=3, precision="bf16-mixed", logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0)
+    trainer = L.Trainer(
+        max_steps=3,
+        precision="bf16-mixed",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+    )
     with pytest.warns(UserWarning, match="runs eagerly"):
         trainer.fit(model, dm)
     assert trainer.global_step == 3 and not model._use_cuda_graphs
@@ -89,8 +108,16 @@ def test_direct_steps_give_the_numbers_of_lightnings_wrapped_steps(hopper_hdf5, 
         L.seed_everything(0)
         dm = OfflineTransitionDataModule(str(hopper_hdf5), batch_size=64, seed=0)
         model = method(dm.obs_dim, dm.action_dim, dm.max_action, **SMALL[method])
-        trainer = L.Trainer(max_steps=60, log_every_n_steps=1, logger=False, enable_checkpointing=False, callbacks=[record],
-                            enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0)
+        trainer = L.Trainer(
+            max_steps=60,
+            log_every_n_steps=1,
+            logger=False,
+            enable_checkpointing=False,
+            callbacks=[record],
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            limit_val_batches=0,
+        )
         trainer.fit(model, dm)
         return model._direct_steps, trainer.global_step, np.array(record.values)
 
@@ -104,15 +131,29 @@ def test_a_checkpoint_written_with_cuda_graphs_resumes_on_a_cpu(hopper_hdf5, tmp
     """A graph run leaves Adam in "capturable" mode, which is CUDA-only; resuming elsewhere drops it."""
     dm = OfflineTransitionDataModule(str(hopper_hdf5), batch_size=32, seed=0)
     model = TD3BC(dm.obs_dim, dm.action_dim, dm.max_action, hidden_dims=(16, 16))
-    trainer = L.Trainer(max_steps=4, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False, limit_val_batches=0)
+    trainer = L.Trainer(
+        max_steps=4,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+    )
     trainer.fit(model, dm)
     for optimizer in trainer.optimizers:
         for group in optimizer.param_groups:
             group["capturable"] = True  # as _graphed_update leaves them on a GPU
     trainer.save_checkpoint(tmp_path / "graphs.ckpt")
-    resumed = L.Trainer(max_steps=8, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False, limit_val_batches=0)
-    resumed.fit(TD3BC(dm.obs_dim, dm.action_dim, dm.max_action, hidden_dims=(16, 16)), dm, ckpt_path=tmp_path / "graphs.ckpt")
+    resumed = L.Trainer(
+        max_steps=8,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+    )
+    resumed.fit(
+        TD3BC(dm.obs_dim, dm.action_dim, dm.max_action, hidden_dims=(16, 16)), dm, ckpt_path=tmp_path / "graphs.ckpt"
+    )
     assert resumed.global_step == 8
     assert not any(g["capturable"] for o in resumed.optimizers for g in o.param_groups)

@@ -11,13 +11,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from conftest import ROOT
+
 from policylab.datamodules import DatasetError, OfflineTransitionDataModule, read_d4rl_hdf5
 from policylab.datasets.build import KINDS, BuildConfig, build, dataset_statistics, export_bundle
 
-TINY = dict(sac_steps=900, random_steps=300, eval_every=300, eval_episodes=2, pick_episodes=2,
-            medium_range=(-100.0, 1000.0), expert_min_score=-100.0, rollout_steps=800)
+TINY = dict(
+    sac_steps=900,
+    random_steps=300,
+    eval_every=300,
+    eval_episodes=2,
+    pick_episodes=2,
+    medium_range=(-100.0, 1000.0),
+    expert_min_score=-100.0,
+    rollout_steps=800,
+)
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +43,16 @@ def test_every_kind_is_written_with_d4rl_keys(tiny_build):
     assert set(stats) == set(KINDS)
     for kind in KINDS:
         arrays, attrs = read_d4rl_hdf5(config.dataset_path(kind))
-        assert {"observations", "actions", "rewards", "terminals", "timeouts", "next_observations", "infos/qpos", "infos/qvel"} <= set(arrays)
+        assert {
+            "observations",
+            "actions",
+            "rewards",
+            "terminals",
+            "timeouts",
+            "next_observations",
+            "infos/qpos",
+            "infos/qvel",
+        } <= set(arrays)
         assert attrs["env_id"] == "Hopper-v5" and attrs["ref_max_score"] == pytest.approx(3234.3)
         assert arrays["infos/qpos"].shape[1] == 6 and arrays["observations"].shape[1] == 11
         # the recorded state is the state the observation was taken in: obs = (qpos[1:], clip(qvel))
@@ -81,8 +98,13 @@ def test_statistics_and_bundle_card(tiny_build, tmp_path):
     assert {"actor", "actor_config", "step", "env_steps", "score"} <= set(policy)
 
     # random, medium and medium-expert regenerate from the bundle's policies, identically
-    again = BuildConfig(out_dir=str(tmp_path / "regen"), work_dir=str(tmp_path / "regen_work"), policies_from=str(bundle),
-                        kinds=("random", "medium", "medium-expert"), **TINY)
+    again = BuildConfig(
+        out_dir=str(tmp_path / "regen"),
+        work_dir=str(tmp_path / "regen_work"),
+        policies_from=str(bundle),
+        kinds=("random", "medium", "medium-expert"),
+        **TINY,
+    )
     build(again, progress=False, log=lambda *_: None)
     for kind in ("random", "medium"):
         original, _ = read_d4rl_hdf5(config.dataset_path(kind))
@@ -113,12 +135,42 @@ def test_build_refuses_to_resume_with_other_training_settings(tiny_build):
 
 
 def test_interrupted_build_resumes_without_redoing_finished_parts(tmp_path):
-    args = [sys.executable, "-m", "policylab.datasets", "build", "hopper", "--work-dir", "work", "--out", "out",
-            "--sac-steps", "1500", "--random-steps", "200", "--eval-every", "300", "--eval-episodes", "2",
-            "--pick-episodes", "2", "--medium-range", "-100", "1000", "--rollout-steps", "500", "--no-progress"]
+    args = [
+        sys.executable,
+        "-m",
+        "policylab.datasets",
+        "build",
+        "hopper",
+        "--work-dir",
+        "work",
+        "--out",
+        "out",
+        "--sac-steps",
+        "1500",
+        "--random-steps",
+        "200",
+        "--eval-every",
+        "300",
+        "--eval-episodes",
+        "2",
+        "--pick-episodes",
+        "2",
+        "--medium-range",
+        "-100",
+        "1000",
+        "--rollout-steps",
+        "500",
+        "--no-progress",
+    ]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    process = subprocess.Popen([*args, "--kinds", "medium-replay", "medium"], cwd=tmp_path, env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    process = subprocess.Popen(
+        [*args, "--kinds", "medium-replay", "medium"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     first_snapshot = tmp_path / "work/policies/step_0000600.pt"
     deadline = time.time() + 240
     while not first_snapshot.exists() and time.time() < deadline and process.poll() is None:
@@ -133,7 +185,14 @@ def test_interrupted_build_resumes_without_redoing_finished_parts(tmp_path):
     killed_at = torch.load(tmp_path / "work/sac/checkpoints/last.ckpt", weights_only=True)["global_step"]
     assert 300 <= killed_at < 1500
 
-    result = subprocess.run([*args, "--kinds", "medium-replay", "medium"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [*args, "--kinds", "medium-replay", "medium"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Restored all states from the checkpoint" in result.stdout + result.stderr
     assert step_300.stat().st_mtime_ns == written_at  # the finished part was not redone
@@ -141,12 +200,21 @@ def test_interrupted_build_resumes_without_redoing_finished_parts(tmp_path):
     assert final["global_step"] == 1500
     interaction = next(v for k, v in final["callbacks"].items() if k.startswith("EnvInteraction"))
     assert interaction["env_steps"] == 200 + 1500  # no env step lost or repeated across the kill
-    assert (tmp_path / "out/hopper_medium_replay-v5.hdf5").is_file() and (tmp_path / "out/hopper_medium-v5.hdf5").is_file()
+    assert (tmp_path / "out/hopper_medium_replay-v5.hdf5").is_file() and (
+        tmp_path / "out/hopper_medium-v5.hdf5"
+    ).is_file()
     assert not list((tmp_path / "out").glob(".*.tmp"))
     medium_at = (tmp_path / "out/hopper_medium-v5.hdf5").stat().st_mtime_ns
 
     # a second rerun finds everything done
-    result = subprocess.run([*args, "--kinds", "medium-replay", "medium"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [*args, "--kinds", "medium-replay", "medium"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0 and "exists" in result.stdout
     assert (tmp_path / "out/hopper_medium-v5.hdf5").stat().st_mtime_ns == medium_at
 

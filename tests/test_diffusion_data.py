@@ -27,8 +27,17 @@ def solid(rgb, height=32, width=32) -> np.ndarray:
 
 def pair_rows(labels) -> list[dict]:
     """Row i: image 0 red with green level 10 i, image 1 blue with the same green level."""
-    return [{"caption": f"pair {i}", "jpg_0": png_bytes(solid((200, 10 * i, 0))), "jpg_1": png_bytes(solid((0, 10 * i, 200))),
-             "label_0": label, "score_0": 10.0 + i, "score_1": 20.0 + i} for i, label in enumerate(labels)]
+    return [
+        {
+            "caption": f"pair {i}",
+            "jpg_0": png_bytes(solid((200, 10 * i, 0))),
+            "jpg_1": png_bytes(solid((0, 10 * i, 200))),
+            "label_0": label,
+            "score_0": 10.0 + i,
+            "score_1": 20.0 + i,
+        }
+        for i, label in enumerate(labels)
+    ]
 
 
 def write_parquet(rows, path):
@@ -85,7 +94,9 @@ def test_every_source_gives_winner_first_pairs_without_ties(sources):
         red_first = batch["images"][:, :, 0].mean((-1, -2)) > 0  # [B, 2]: is the image the red jpg_0?
         assert red_first.tolist() == [[True, False], [False, True], [True, False], [False, True]], name
         torch.testing.assert_close(batch["label"], torch.ones(4))
-        torch.testing.assert_close(batch["scores"], torch.tensor([[10.0, 20.0], [21.0, 11.0], [13.0, 23.0], [24.0, 14.0]]))
+        torch.testing.assert_close(
+            batch["scores"], torch.tensor([[10.0, 20.0], [21.0, 11.0], [13.0, 23.0], [24.0, 14.0]])
+        )
         green = batch["images"][:, :, 1, 0, 0]  # both images of a pair keep their row's green level
         torch.testing.assert_close(green[:, 0], green[:, 1])
         torch.testing.assert_close((green[:, 0] + 1) * 127.5, torch.tensor([0.0, 10.0, 30.0, 40.0]))
@@ -120,13 +131,18 @@ def test_images_are_resized_on_the_shorter_side_center_cropped_and_scaled(tmp_pa
     assert images.shape == (1, 3, 16, 16) and images.min() >= -1 and images.max() <= 1 and images.std() > 0.2
     # at the native resolution, the pixels come back exactly
     batch = ordered(ImageDataModule(str(path), val_file=str(path), resolution=32))
-    torch.testing.assert_close((batch["images"][0] + 1) * 127.5, torch.from_numpy(wide[:, 16:48]).permute(2, 0, 1).float())
+    torch.testing.assert_close(
+        (batch["images"][0] + 1) * 127.5, torch.from_numpy(wide[:, 16:48]).permute(2, 0, 1).float()
+    )
 
 
 def test_random_flip_flips_both_images_of_a_pair_together(tmp_path):
     first, second = solid((255, 255, 255)), solid((255, 255, 255))
     first[:, :10], second[:, :10] = (255, 0, 0), (0, 0, 255)  # colour on the left only
-    path = write_parquet([{"caption": "c", "jpg_0": png_bytes(first), "jpg_1": png_bytes(second), "label_0": 1.0}], tmp_path / "p.parquet")
+    path = write_parquet(
+        [{"caption": "c", "jpg_0": png_bytes(first), "jpg_1": png_bytes(second), "label_0": 1.0}],
+        tmp_path / "p.parquet",
+    )
     dm = ImagePairDataModule(str(path), val_file=str(path), random_flip=True)
     dm.setup("fit")
     torch.manual_seed(0)
@@ -148,7 +164,12 @@ def test_from_pairs_keeps_the_winner_of_each_non_tie_pair(sources):
         batch = ordered(dm)
         assert batch["caption"] == ["pair 0", "pair 1", "pair 3", "pair 4"] and dm.ties_dropped["train"] == 1
         assert batch["images"].shape == (4, 3, 32, 32)
-        assert (batch["images"][:, 0].mean((-1, -2)) > 0).tolist() == [True, False, True, False]  # red jpg_0 won rows 0, 3
+        assert (batch["images"][:, 0].mean((-1, -2)) > 0).tolist() == [
+            True,
+            False,
+            True,
+            False,
+        ]  # red jpg_0 won rows 0, 3
 
 
 def test_single_images_from_jsonl_with_another_column_name(tmp_path):
@@ -163,7 +184,9 @@ def test_prompt_files_txt_and_jsonl(tmp_path):
     txt = tmp_path / "prompts.txt"
     txt.write_text("a red circle\n\n  a blue square  \na green triangle\n\n")
     jsonl = tmp_path / "prompts.jsonl"
-    jsonl.write_text('{"prompt": "a red circle"}\n{"caption": "a blue square"}\n\n{"prompt": "a green triangle", "id": 3}\n')
+    jsonl.write_text(
+        '{"prompt": "a red circle"}\n{"caption": "a blue square"}\n\n{"prompt": "a green triangle", "id": 3}\n'
+    )
     expected = ["a red circle", "a blue square", "a green triangle"]
     for path in (txt, jsonl):
         dm = PromptDataModule(str(path), val_file=str(path), batch_size=2, repeat=False)
@@ -255,46 +278,121 @@ def test_missing_image_column_and_bad_sources(tmp_path):
 
 
 def test_shapes_files_load_and_pair_winners_match_their_captions(tmp_path, monkeypatch):
-    out = write_dataset(tmp_path / "shapes", seed=1, pretrain=12, pairs=24, prompts=10, eval_prompts=14, pretrain_mismatch=0.0, model=False)
-    assert sorted(p.name for p in out.iterdir()) == ["eval_prompts.txt", "pairs.parquet", "pretrain.parquet", "prompts.txt"]
+    out = write_dataset(
+        tmp_path / "shapes",
+        seed=1,
+        pretrain=12,
+        pairs=24,
+        prompts=10,
+        eval_prompts=14,
+        pretrain_mismatch=0.0,
+        model=False,
+    )
+    assert sorted(p.name for p in out.iterdir()) == [
+        "eval_prompts.txt",
+        "pairs.parquet",
+        "pretrain.parquet",
+        "prompts.txt",
+    ]
 
     def pixels(images):  # [-1, 1] -> uint8 [H, W, 3]; exact, as PNG is lossless
         return ((images + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).numpy()
 
-    pairs = ImagePairDataModule(str(out / "pairs.parquet"), val_file=str(out / "pairs.parquet"), batch_size=32, score_columns=("score_0", "score_1"))
+    pairs = ImagePairDataModule(
+        str(out / "pairs.parquet"),
+        val_file=str(out / "pairs.parquet"),
+        batch_size=32,
+        score_columns=("score_0", "score_1"),
+    )
     batch = ordered(pairs)
     assert len(batch["caption"]) == 24 and pairs.ties_dropped["train"] == 0
-    rewards = torch.tensor([[image_reward(pixels(im), text) for im in pair] for pair, text in zip(batch["images"], batch["caption"])])
+    rewards = torch.tensor(
+        [[image_reward(pixels(im), text) for im in pair] for pair, text in zip(batch["images"], batch["caption"])]
+    )
     torch.testing.assert_close(rewards, batch["scores"])
     assert (rewards[:, 0] == 1.0).all() and rewards[:, 0].mean() > rewards[:, 1].mean() and (rewards[:, 1] < 1).all()
-    assert set(pq.read_table(out / "pairs.parquet").column("label_0").to_pylist()) == {0.0, 1.0}  # winners on both sides
+    assert set(pq.read_table(out / "pairs.parquet").column("label_0").to_pylist()) == {
+        0.0,
+        1.0,
+    }  # winners on both sides
 
-    pretrain = ordered(ImageDataModule(str(out / "pretrain.parquet"), val_file=str(out / "pretrain.parquet"), batch_size=32))
+    pretrain = ordered(
+        ImageDataModule(str(out / "pretrain.parquet"), val_file=str(out / "pretrain.parquet"), batch_size=32)
+    )
     assert len(pretrain["caption"]) == 12
     assert all(image_reward(pixels(im), text) == 1.0 for im, text in zip(pretrain["images"], pretrain["caption"]))
 
     prompts = PromptDataModule(str(out / "prompts.txt"), val_file=str(out / "eval_prompts.txt"), batch_size=32)
     prompts.setup("fit")
-    assert len(prompts.prompts["train"]) == 10 and prompts.prompts["val"][:3] == ["a red circle", "a green circle", "a blue circle"]
+    assert len(prompts.prompts["train"]) == 10 and prompts.prompts["val"][:3] == [
+        "a red circle",
+        "a green circle",
+        "a blue circle",
+    ]
     assert len(prompts.prompts["val"]) == 14 and len(set(prompts.prompts["val"])) == 12
 
     # the command line writes the same files for the same seed, other files for another
-    monkeypatch.setattr(sys, "argv", ["shapes", "--out", str(tmp_path / "cli"), "--seed", "1", "--pretrain", "12", "--pairs", "24",
-                                      "--prompts", "10", "--eval-prompts", "14", "--pretrain-mismatch", "0", "--no-model"])
+    monkeypatch.setattr(
+        sys,
+        "argv",
+        [
+            "shapes",
+            "--out",
+            str(tmp_path / "cli"),
+            "--seed",
+            "1",
+            "--pretrain",
+            "12",
+            "--pairs",
+            "24",
+            "--prompts",
+            "10",
+            "--eval-prompts",
+            "14",
+            "--pretrain-mismatch",
+            "0",
+            "--no-model",
+        ],
+    )
     shapes.main()
-    other = write_dataset(tmp_path / "other", seed=2, pretrain=12, pairs=24, prompts=10, eval_prompts=14, pretrain_mismatch=0.0, model=False)
+    other = write_dataset(
+        tmp_path / "other",
+        seed=2,
+        pretrain=12,
+        pairs=24,
+        prompts=10,
+        eval_prompts=14,
+        pretrain_mismatch=0.0,
+        model=False,
+    )
     for name in ("pretrain.parquet", "pairs.parquet"):
         assert pq.read_table(tmp_path / "cli" / name).equals(pq.read_table(out / name))
         assert not pq.read_table(other / name).equals(pq.read_table(out / name))
-    assert (tmp_path / "cli" / "prompts.txt").read_text() == (out / "prompts.txt").read_text() != (other / "prompts.txt").read_text()
+    assert (
+        (tmp_path / "cli" / "prompts.txt").read_text()
+        == (out / "prompts.txt").read_text()
+        != (other / "prompts.txt").read_text()
+    )
     assert not list(out.glob("*.tmp"))
 
 
 def test_shapes_pretraining_images_mismatch_their_captions_at_the_given_rate(tmp_path):
     from PIL import Image
 
-    out = write_dataset(tmp_path / "shapes", seed=0, pretrain=400, pairs=1, prompts=1, eval_prompts=1, pretrain_mismatch=0.3, model=False)
+    out = write_dataset(
+        tmp_path / "shapes",
+        seed=0,
+        pretrain=400,
+        pairs=1,
+        prompts=1,
+        eval_prompts=1,
+        pretrain_mismatch=0.3,
+        model=False,
+    )
     table = pq.read_table(out / "pretrain.parquet").to_pydict()
-    rewards = [image_reward(np.asarray(Image.open(io.BytesIO(b)).convert("RGB")), c) for b, c in zip(table["jpg"], table["caption"])]
+    rewards = [
+        image_reward(np.asarray(Image.open(io.BytesIO(b)).convert("RGB")), c)
+        for b, c in zip(table["jpg"], table["caption"])
+    ]
     mismatched = sum(r < 1.0 for r in rewards) / len(rewards)
     assert 0.22 < mismatched < 0.38, mismatched

@@ -28,7 +28,12 @@ def test_diffusion_dpo_is_log_2_when_the_model_is_its_reference():
 
 def test_diffusion_dpo_by_hand_and_in_diffusers_form():
     # model improves on the reference by 0.002 on the winner and worsens by 0.001 on the loser
-    model_w, model_l, ref_w, ref_l = torch.tensor([0.100]), torch.tensor([0.201]), torch.tensor([0.102]), torch.tensor([0.200])
+    model_w, model_l, ref_w, ref_l = (
+        torch.tensor([0.100]),
+        torch.tensor([0.201]),
+        torch.tensor([0.102]),
+        torch.tensor([0.200]),
+    )
     beta = 5000.0
     inner = -(beta / 2) * ((0.100 - 0.102) - (0.201 - 0.200))  # = 2500 * 0.003 = 7.5
     assert diffusion_dpo_margin(model_w, model_l, ref_w, ref_l, beta).item() == pytest.approx(inner, rel=1e-4)
@@ -78,7 +83,12 @@ def test_smoothed_preference_is_a_softmax_of_normalized_scores():
 
 
 def test_smpo_by_hand_log_2_at_the_reference_and_silent_on_ties():
-    model_w, model_l, ref_w, ref_l = torch.tensor([0.100]), torch.tensor([0.201]), torch.tensor([0.102]), torch.tensor([0.200])
+    model_w, model_l, ref_w, ref_l = (
+        torch.tensor([0.100]),
+        torch.tensor([0.201]),
+        torch.tensor([0.102]),
+        torch.tensor([0.200]),
+    )
     p, beta = torch.tensor([0.6]), 2000.0
     # the authors' form: scale = -0.5 * beta * (2p - 1) * 10 on (model_diff - ref_diff)
     inside = -0.5 * beta * (2 * 0.6 - 1) * 10 * ((0.100 - 0.201) - (0.102 - 0.200))
@@ -86,7 +96,9 @@ def test_smpo_by_hand_log_2_at_the_reference_and_silent_on_ties():
     assert smpo_loss(model_w, model_l, ref_w, ref_l, p, beta).item() == pytest.approx(expected, rel=1e-3)
     e = torch.rand(4)
     torch.testing.assert_close(smpo_loss(e, e + 0.1, e, e + 0.1, torch.rand(4)), torch.full((4,), math.log(2)))
-    torch.testing.assert_close(smpo_loss(torch.rand(4), torch.rand(4), e, e, torch.full((4,), 0.5)), torch.full((4,), math.log(2)))
+    torch.testing.assert_close(
+        smpo_loss(torch.rand(4), torch.rand(4), e, e, torch.full((4,), 0.5)), torch.full((4,), math.log(2))
+    )
 
 
 def test_seppo_switches_between_dpo_and_the_winner_term_by_the_anchor():
@@ -96,8 +108,10 @@ def test_seppo_switches_between_dpo_and_the_winner_term_by_the_anchor():
     # or s counted as a second winner (sign).
     model_w, ref_w = torch.tensor([0.10, 0.12]), torch.tensor([0.11, 0.11])
     model_s, ref_s = torch.tensor([0.30, 0.30]), torch.tensor([0.29, 0.29])
+
     def nll(x):
         return math.log(1 + math.exp(-x))
+
     dpo_0 = -(beta / 2) * ((0.10 - 0.11) - (0.30 - 0.29))
     winner_1 = -(beta / 2) * (0.12 - 0.11)
     both_1 = -(beta / 2) * ((0.12 - 0.11) + (0.30 - 0.29))

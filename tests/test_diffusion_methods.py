@@ -101,8 +101,16 @@ def loader(batches):
 
 
 def fit(module, batches, steps, tmp_path, **trainer_args):
-    trainer = L.Trainer(max_steps=steps, accelerator="cpu", logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path, **trainer_args)
+    trainer = L.Trainer(
+        max_steps=steps,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+        **trainer_args,
+    )
     trainer.fit(module, train_dataloaders=loader([batches[i % len(batches)] for i in range(steps)]))
     return trainer
 
@@ -111,13 +119,17 @@ def unet_change(module, start):
     return sum((p.detach() - start[k]).abs().sum().item() for k, p in module.model.unet.state_dict().items())
 
 
-@pytest.mark.parametrize("make,batch", [
-    (lambda p: DiffusionSFT(p, lr=1e-3), image_batch),
-    (lambda p: SmPO(p, lr=1e-3), pair_batch),
-    (lambda p: DiffusionDRO(p, lr=1e-3, num_inference_steps=3, sync_every=2), image_batch),
-    (lambda p: SePPO(p, lr=1e-3, num_inference_steps=3, checkpoint_every=2, max_checkpoints=3), image_batch),
-    (lambda p: SelfNPO(p, lr=1e-3, grid_steps=5, teacher_steps=2), image_batch),
-], ids=["sft", "smpo", "dro", "seppo", "self_npo"])
+@pytest.mark.parametrize(
+    "make,batch",
+    [
+        (lambda p: DiffusionSFT(p, lr=1e-3), image_batch),
+        (lambda p: SmPO(p, lr=1e-3), pair_batch),
+        (lambda p: DiffusionDRO(p, lr=1e-3, num_inference_steps=3, sync_every=2), image_batch),
+        (lambda p: SePPO(p, lr=1e-3, num_inference_steps=3, checkpoint_every=2, max_checkpoints=3), image_batch),
+        (lambda p: SelfNPO(p, lr=1e-3, grid_steps=5, teacher_steps=2), image_batch),
+    ],
+    ids=["sft", "smpo", "dro", "seppo", "self_npo"],
+)
 def test_each_method_updates_the_unet(pipeline, tmp_path, make, batch):
     torch.manual_seed(0)
     module = make(str(pipeline))
@@ -132,7 +144,9 @@ def test_each_method_updates_the_unet(pipeline, tmp_path, make, batch):
         guided = module.sample(captions, 0, 3, 3.0)
         plain = module.model.sample(captions, 0, 3, 3.0, unet=module.reference)
         assert not torch.allclose(guided, plain)
-        torch.testing.assert_close(module.model.sample(captions, 0, 3, 1.0, unet=module.reference), module.sample(captions, 0, 3, 1.0))
+        torch.testing.assert_close(
+            module.model.sample(captions, 0, 3, 1.0, unet=module.reference), module.sample(captions, 0, 3, 1.0)
+        )
 
 
 def test_self_npo_renoises_between_the_teacher_step_and_the_cap(pipeline):
@@ -194,8 +208,14 @@ def test_pipeline_written_with_checkpoints_and_reloadable(pipeline, tmp_path, lo
     """``<run>/pipeline`` predicts what the trained module predicts (LoRA adapters merged in)."""
     torch.manual_seed(0)
     module = DiffusionDPO(str(pipeline), lr=1e-2, lora=lora)
-    trainer = L.Trainer(max_steps=2, accelerator="cpu", enable_progress_bar=False, enable_model_summary=False,
-                        default_root_dir=tmp_path, logger=L.pytorch.loggers.TensorBoardLogger(tmp_path, name="run"))
+    trainer = L.Trainer(
+        max_steps=2,
+        accelerator="cpu",
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+        logger=L.pytorch.loggers.TensorBoardLogger(tmp_path, name="run"),
+    )
     trainer.fit(module, train_dataloaders=loader([pair_batch() for _ in range(2)]))
     saved = TextToImage.from_pretrained(tmp_path / "run" / "version_0" / "pipeline")
     module.eval()
@@ -214,8 +234,16 @@ def test_image_reward_evaluation_logs_reward_win_rate_and_grids(pipeline, tmp_pa
     evaluation = ImageRewardEvaluation(str(prompts), every_n_steps=2, num_inference_steps=2, grid_upscale=2)
     module = DiffusionSFT(str(pipeline), lr=1e-3)
     logger = L.pytorch.loggers.TensorBoardLogger(tmp_path, name="run")
-    trainer = L.Trainer(max_steps=2, accelerator="cpu", enable_progress_bar=False, enable_model_summary=False,
-                        enable_checkpointing=False, default_root_dir=tmp_path, logger=logger, callbacks=[evaluation])
+    trainer = L.Trainer(
+        max_steps=2,
+        accelerator="cpu",
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        default_root_dir=tmp_path,
+        logger=logger,
+        callbacks=[evaluation],
+    )
     trainer.fit(module, train_dataloaders=loader([image_batch() for _ in range(2)]))
     assert {"eval/reward", "eval/win_rate"} <= set(trainer.callback_metrics)
     assert 0.0 <= trainer.callback_metrics["eval/reward"].item() <= 1.0
@@ -246,7 +274,9 @@ def test_model_pairs_are_labelled_by_the_reward_and_load(pipeline, tmp_path):
     assert [r["caption"] for r in rows] == prompts
     for r in rows:
         assert r["label_0"] == (1.0 if r["score_0"] > r["score_1"] else 0.0 if r["score_0"] < r["score_1"] else 0.5)
-    data = ImagePairDataModule(str(out), resolution=SIZE, batch_size=2, ties="keep", score_columns=("score_0", "score_1"))
+    data = ImagePairDataModule(
+        str(out), resolution=SIZE, batch_size=2, ties="keep", score_columns=("score_0", "score_1")
+    )
     data.setup("fit")
     batch = next(iter(data.train_dataloader()))
     assert batch["images"].shape[1:] == (2, 3, SIZE, SIZE) and (batch["scores"][:, 0] >= batch["scores"][:, 1]).all()

@@ -4,7 +4,6 @@ validation metrics, gathered from both processes, equal those of one process on 
 import re
 
 import pytest
-
 from conftest import ROOT, run_cli
 
 pytest.importorskip("transformers", reason="the language-model extras (pip install -e '.[lm]')")
@@ -22,12 +21,42 @@ def test_dpo_under_ddp_on_two_cpu_processes(tmp_path):
     import subprocess
     import sys
 
-    subprocess.run([sys.executable, "-m", "policylab.tasks.arithmetic", "--out", "data/arithmetic", "--sft-rows", "64",
-                    "--pairs", "256", "--eval-rows", "16"], cwd=tmp_path, check=True, capture_output=True)
-    config = ["--config", str(ROOT / "configs/dpo_arithmetic.yaml"), "--model.init_args.model", "data/arithmetic/model",
-              "--model.init_args.lr", "1e-3", "--data.init_args.val_file", "data/arithmetic/pairs.jsonl",
-              "--trainer.enable_progress_bar", "false", "--trainer.log_every_n_steps", "5",
-              "--trainer.callbacks.init_args.every_n_steps", "10", "--checkpoint.every_n_train_steps", "10"]
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "policylab.tasks.arithmetic",
+            "--out",
+            "data/arithmetic",
+            "--sft-rows",
+            "64",
+            "--pairs",
+            "256",
+            "--eval-rows",
+            "16",
+        ],
+        cwd=tmp_path,
+        check=True,
+        capture_output=True,
+    )
+    config = [
+        "--config",
+        str(ROOT / "configs/dpo_arithmetic.yaml"),
+        "--model.init_args.model",
+        "data/arithmetic/model",
+        "--model.init_args.lr",
+        "1e-3",
+        "--data.init_args.val_file",
+        "data/arithmetic/pairs.jsonl",
+        "--trainer.enable_progress_bar",
+        "false",
+        "--trainer.log_every_n_steps",
+        "5",
+        "--trainer.callbacks.init_args.every_n_steps",
+        "10",
+        "--checkpoint.every_n_train_steps",
+        "10",
+    ]
     fit = run_cli("fit", *config, "--trainer.max_steps", "20", *DDP, cwd=tmp_path, timeout=400)
     assert fit.returncode == 0, fit.stderr[-4000:]
     run = tmp_path / "runs/dpo_arithmetic/version_0"
@@ -36,7 +65,9 @@ def test_dpo_under_ddp_on_two_cpu_processes(tmp_path):
 
     ckpt = ["--ckpt_path", str(run / "checkpoints/last.ckpt"), "--trainer.logger", "false"]
     two = run_cli("validate", *config, *ckpt, *DDP, cwd=tmp_path, timeout=400)
-    one = run_cli("validate", *config, *ckpt, "--trainer.devices", "1", "--trainer.accelerator", "cpu", cwd=tmp_path, timeout=400)
+    one = run_cli(
+        "validate", *config, *ckpt, "--trainer.devices", "1", "--trainer.accelerator", "cpu", cwd=tmp_path, timeout=400
+    )
     assert two.returncode == 0 and one.returncode == 0, (two.stderr[-3000:], one.stderr[-3000:])
     for name in ("val/reward_accuracy", "val/ranking_accuracy", "val/reward_margin", "val/loss"):
         assert _metric(two.stdout, name) == pytest.approx(_metric(one.stdout, name), abs=1e-4), name
@@ -56,7 +87,9 @@ def test_the_fsdp_config_builds_its_strategy():
 
     parser = ArgumentParser()
     parser.add_argument("--strategy", type=Strategy)
-    strategy = parser.instantiate(parser.parse_object({"strategy": yaml.safe_load(FSDP.read_text())["trainer"]["strategy"]})).strategy
+    strategy = parser.instantiate(
+        parser.parse_object({"strategy": yaml.safe_load(FSDP.read_text())["trainer"]["strategy"]})
+    ).strategy
     assert isinstance(strategy, FSDPStrategy)
     assert strategy.kwargs["auto_wrap_policy"]._module_classes == {LlamaDecoderLayer}
 
@@ -69,12 +102,45 @@ def test_dpo_with_fsdp_on_gpus(tmp_path):
 
     if not torch.cuda.is_available():
         pytest.skip("FSDP runs on GPUs only (Lightning's FSDPStrategy); checked on a lent GPU")
-    subprocess.run([sys.executable, "-m", "policylab.tasks.arithmetic", "--out", "data/arithmetic", "--sft-rows", "64",
-                    "--pairs", "256", "--eval-rows", "16", "--val-pairs", "64"], cwd=tmp_path, check=True, capture_output=True)
-    fit = run_cli("fit", "--config", str(ROOT / "configs/dpo_arithmetic.yaml"), "--config", str(FSDP),
-                  "--model.init_args.model", "data/arithmetic/model", "--trainer.max_steps", "20",
-                  "--trainer.callbacks.init_args.every_n_steps", "10", "--checkpoint.every_n_train_steps", "10",
-                  "--trainer.enable_progress_bar", "false", cwd=tmp_path, timeout=400)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "policylab.tasks.arithmetic",
+            "--out",
+            "data/arithmetic",
+            "--sft-rows",
+            "64",
+            "--pairs",
+            "256",
+            "--eval-rows",
+            "16",
+            "--val-pairs",
+            "64",
+        ],
+        cwd=tmp_path,
+        check=True,
+        capture_output=True,
+    )
+    fit = run_cli(
+        "fit",
+        "--config",
+        str(ROOT / "configs/dpo_arithmetic.yaml"),
+        "--config",
+        str(FSDP),
+        "--model.init_args.model",
+        "data/arithmetic/model",
+        "--trainer.max_steps",
+        "20",
+        "--trainer.callbacks.init_args.every_n_steps",
+        "10",
+        "--checkpoint.every_n_train_steps",
+        "10",
+        "--trainer.enable_progress_bar",
+        "false",
+        cwd=tmp_path,
+        timeout=400,
+    )
     assert fit.returncode == 0, fit.stderr[-4000:]
     run = tmp_path / "runs/dpo_arithmetic/version_0"
     assert (run / "checkpoints/last.ckpt").is_file()

@@ -29,8 +29,15 @@ def task_files(tmp_path_factory):
 
 
 def _datamodule(folder, **kwargs):
-    return PreferenceDataModule(str(folder / "train.jsonl"), str(folder / "tok"), val_file=str(folder / "val.jsonl"),
-                                batch_size=32, max_length=16, max_prompt_length=8, **kwargs)
+    return PreferenceDataModule(
+        str(folder / "train.jsonl"),
+        str(folder / "tok"),
+        val_file=str(folder / "val.jsonl"),
+        batch_size=32,
+        max_length=16,
+        max_prompt_length=8,
+        **kwargs,
+    )
 
 
 @pytest.mark.parametrize("loss_type", sorted(LOSS_TYPES))
@@ -39,10 +46,19 @@ def test_every_loss_type_learns_to_prefer_right_sums(task_files, loss_type):
     dm = _datamodule(task_files, extra_fields=["semantic_distance"] if loss_type == "sem_dpo" else ())
     model = DPO(build_model(seed=0), loss_type=loss_type, beta=2.0 if loss_type == "simpo" else 0.1, lr=2e-3)
     # BCO learns each response's reward against a running shift, not their difference: slower
-    trainer = L.Trainer(max_steps=800 if loss_type == "bco_pair" else 400, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0)
+    trainer = L.Trainer(
+        max_steps=800 if loss_type == "bco_pair" else 400,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+    )
     trainer.fit(model, dm)
-    after = L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False).validate(model, dm, verbose=False)[0]
+    after = L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False).validate(
+        model, dm, verbose=False
+    )[0]
     # Held-out pairs: chance is 0.5; over shuffling orders the margin-only losses (sigmoid,
     # hinge, robust) reach 0.64-0.87 here, the others 0.81-1.0.
     assert after["val/reward_accuracy"] > 0.6, after
@@ -68,8 +84,14 @@ def test_the_module_applies_the_pure_loss_to_one_shared_forward(task_files):
             return (logp * batch["completion_mask"][i, 1:n]).sum()
 
         pairs = batch["input_ids"].shape[0] // 2
-        by_row = [P.dpo_loss(alone(model.policy, i) - alone(model.reference, i),
-                             alone(model.policy, i + pairs) - alone(model.reference, i + pairs), 0.1) for i in range(pairs)]
+        by_row = [
+            P.dpo_loss(
+                alone(model.policy, i) - alone(model.reference, i),
+                alone(model.policy, i + pairs) - alone(model.reference, i + pairs),
+                0.1,
+            )
+            for i in range(pairs)
+        ]
     torch.testing.assert_close(loss, torch.stack(by_row).mean(), atol=1e-5, rtol=1e-5)
 
 
@@ -83,7 +105,9 @@ def test_robust_reads_a_per_pair_flip_rate(task_files, tmp_path):
     for row in rows:
         row["flip_rate"] = 0.3
     write_jsonl(rows, tmp_path / "rates.jsonl")
-    dm = PreferenceDataModule(str(tmp_path / "rates.jsonl"), str(task_files / "tok"), batch_size=8, extra_fields=["flip_rate"])
+    dm = PreferenceDataModule(
+        str(tmp_path / "rates.jsonl"), str(task_files / "tok"), batch_size=8, extra_fields=["flip_rate"]
+    )
     dm.setup("fit")
     batch = next(iter(dm.train_dataloader()))
     model = DPO(build_model(seed=0), loss_type="robust", flip_rate=0.1)
@@ -92,5 +116,7 @@ def test_robust_reads_a_per_pair_flip_rate(task_files, tmp_path):
             p.add_(0.01 * torch.randn_like(p))
         stats = model.sequence_stats(batch)
         got = LOSS_TYPES["robust"](stats, model)
-    expected = P.robust_dpo_loss(stats["chosen"] - stats["ref_chosen"], stats["rejected"] - stats["ref_rejected"], 0.1, 0.3)
+    expected = P.robust_dpo_loss(
+        stats["chosen"] - stats["ref_chosen"], stats["rejected"] - stats["ref_rejected"], 0.1, 0.3
+    )
     torch.testing.assert_close(got, expected)

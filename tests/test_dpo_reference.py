@@ -24,13 +24,26 @@ def files(tmp_path_factory):
 
 
 def _dm(folder, batch_size=32):
-    return PreferenceDataModule(str(folder / "train.jsonl"), str(folder / "tok"), val_file=str(folder / "val.jsonl"),
-                                batch_size=batch_size, max_length=16, max_prompt_length=8)
+    return PreferenceDataModule(
+        str(folder / "train.jsonl"),
+        str(folder / "tok"),
+        val_file=str(folder / "val.jsonl"),
+        batch_size=batch_size,
+        max_length=16,
+        max_prompt_length=8,
+    )
 
 
 def _trainer(steps, **kwargs):
-    return L.Trainer(max_steps=steps, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                     enable_model_summary=False, num_sanity_val_steps=0, **kwargs)
+    return L.Trainer(
+        max_steps=steps,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        **kwargs,
+    )
 
 
 class _Losses(L.Callback):
@@ -58,7 +71,9 @@ def test_lora_trains_only_adapters_and_its_reference_is_the_base(files):
     assert changed == trainable
     # The reference is the untouched base: equal to the starting model's log-probs.
     torch.testing.assert_close(model.reference_log_probs(batch), expected_ref, atol=1e-5, rtol=1e-5)
-    after = L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False).validate(model, dm, verbose=False)[0]
+    after = L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False).validate(
+        model, dm, verbose=False
+    )[0]
     assert after["val/reward_accuracy"] > 0.6, after
 
 
@@ -66,8 +81,12 @@ def test_precomputed_reference_gives_the_same_training_as_the_live_one(files, tm
     runs = {}
     for precompute in (False, True):
         L.seed_everything(0)
-        model = DPO(build_model(seed=0), lr=2e-3, precompute_reference=precompute,
-                    reference_cache=str(tmp_path / "cache") if precompute else None)
+        model = DPO(
+            build_model(seed=0),
+            lr=2e-3,
+            precompute_reference=precompute,
+            reference_cache=str(tmp_path / "cache") if precompute else None,
+        )
         losses = _Losses()
         _trainer(20, limit_val_batches=0, callbacks=[losses]).fit(model, _dm(files))
         runs[precompute] = losses.values
@@ -115,8 +134,14 @@ def test_a_lora_run_saves_its_adapters_that_load_back(files, tmp_path):
     from peft import PeftModel
 
     model = DPO(build_model(seed=0), lora=LORA, lr=5e-3)
-    trainer = L.Trainer(max_steps=3, logger=CSVLogger(tmp_path), enable_progress_bar=False, enable_model_summary=False,
-                        num_sanity_val_steps=0, limit_val_batches=0)
+    trainer = L.Trainer(
+        max_steps=3,
+        logger=CSVLogger(tmp_path),
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+    )
     trainer.fit(model, _dm(files))
     trainer.save_checkpoint(tmp_path / "model.ckpt")
     saved = tmp_path / "lightning_logs/version_0/hf_model"

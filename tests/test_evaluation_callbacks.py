@@ -40,8 +40,14 @@ class Regression(L.LightningModule):
 
 
 def fit(folder, steps: int, evaluation: WeightScores, ckpt_path=None) -> None:
-    trainer = L.Trainer(max_steps=steps, default_root_dir=folder, logger=False, enable_progress_bar=False,
-                        enable_model_summary=False, callbacks=[evaluation, L.pytorch.callbacks.ModelCheckpoint(folder, save_last=True)])
+    trainer = L.Trainer(
+        max_steps=steps,
+        default_root_dir=folder,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[evaluation, L.pytorch.callbacks.ModelCheckpoint(folder, save_last=True)],
+    )
     trainer.fit(Regression(), ckpt_path=ckpt_path)
 
 
@@ -50,7 +56,9 @@ def test_a_resumed_run_keeps_the_start_scores_of_its_first_fit(tmp_path):
     first = WeightScores()
     fit(tmp_path, 2, first)
     start = first.start_scores.clone()
-    weights_at_resume = torch.load(tmp_path / "last.ckpt", weights_only=False)["state_dict"]["layer.weight"].flatten()[:4]
+    weights_at_resume = torch.load(tmp_path / "last.ckpt", weights_only=False)["state_dict"]["layer.weight"].flatten()[
+        :4
+    ]
     assert not torch.allclose(weights_at_resume, start)  # re-evaluating at the resume would move the baseline
 
     resumed = WeightScores()

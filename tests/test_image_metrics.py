@@ -15,12 +15,24 @@ def clip_folder(tmp_path_factory):
 
     from policylab.nn.text_to_image import build_tiny_text_to_image
 
-    tokenizer = build_tiny_text_to_image(["a", "red", "blue", "circle", "square"], image_size=8, channels=(8, 16)).tokenizer
+    tokenizer = build_tiny_text_to_image(
+        ["a", "red", "blue", "circle", "square"], image_size=8, channels=(8, 16)
+    ).tokenizer
     torch.manual_seed(0)
-    text = dict(vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
-                max_position_embeddings=8, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-                bos_token_id=tokenizer.bos_token_id)
-    vision = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, image_size=16, patch_size=4)
+    text = dict(
+        vocab_size=len(tokenizer),
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        max_position_embeddings=8,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+    )
+    vision = dict(
+        hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, image_size=16, patch_size=4
+    )
     folder = tmp_path_factory.mktemp("clip")
     CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=8)).save_pretrained(folder)
     image_processor = CLIPImageProcessor(size={"shortest_edge": 16}, crop_size={"height": 16, "width": 16})
@@ -63,9 +75,21 @@ def test_image_evaluation_logs_clip_score(clip_folder, tmp_path):
     build_tiny_text_to_image(["a", *SHAPES, *COLORS], tmp_path / "model", image_size=8, channels=(8, 16), text_dim=16)
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("a red circle\na blue square\n")
-    evaluation = ImageRewardEvaluation(str(prompts), every_n_steps=1, num_inference_steps=2, clip_model=str(clip_folder))
+    evaluation = ImageRewardEvaluation(
+        str(prompts), every_n_steps=1, num_inference_steps=2, clip_model=str(clip_folder)
+    )
     batch = {"caption": ["a red circle"] * 2, "images": torch.rand(2, 3, 8, 8) * 2 - 1}
-    trainer = L.Trainer(max_steps=1, accelerator="cpu", enable_progress_bar=False, enable_model_summary=False,
-                        enable_checkpointing=False, logger=False, callbacks=[evaluation], default_root_dir=tmp_path)
-    trainer.fit(DiffusionSFT(str(tmp_path / "model")), train_dataloaders=torch.utils.data.DataLoader([batch], batch_size=None))
+    trainer = L.Trainer(
+        max_steps=1,
+        accelerator="cpu",
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        logger=False,
+        callbacks=[evaluation],
+        default_root_dir=tmp_path,
+    )
+    trainer.fit(
+        DiffusionSFT(str(tmp_path / "model")), train_dataloaders=torch.utils.data.DataLoader([batch], batch_size=None)
+    )
     assert 0 <= trainer.callback_metrics["eval/clip_score"].item() <= 100

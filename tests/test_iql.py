@@ -54,7 +54,11 @@ def test_gaussian_actor_log_prob_matches_the_normal_density():
         actor.log_std.copy_(torch.tensor([0.0, math.log(2.0)]))
     obs, action = torch.randn(4, 3), torch.rand(4, 2) * 2 - 1
     mean = actor.mean(obs)
-    by_hand = -0.5 * ((action - mean) / torch.tensor([1.0, 2.0])).pow(2) - torch.log(torch.tensor([1.0, 2.0])) - 0.5 * math.log(2 * math.pi)
+    by_hand = (
+        -0.5 * ((action - mean) / torch.tensor([1.0, 2.0])).pow(2)
+        - torch.log(torch.tensor([1.0, 2.0]))
+        - 0.5 * math.log(2 * math.pi)
+    )
     torch.testing.assert_close(actor.log_prob(obs, action), by_hand.sum(-1))
 
 
@@ -67,11 +71,20 @@ def test_iql_learns_the_good_half_of_mixed_data(tmp_path):
     n = 20_000
     obs = rng.normal(size=(n, 6)).astype(np.float32)
     good = rng.random(n) < 0.5
-    act = np.clip(np.where(good[:, None], _expert(obs) + 0.05 * rng.normal(size=(n, 2)), rng.uniform(-1, 1, size=(n, 2))), -1, 1)
+    act = np.clip(
+        np.where(good[:, None], _expert(obs) + 0.05 * rng.normal(size=(n, 2)), rng.uniform(-1, 1, size=(n, 2))), -1, 1
+    )
     reward = 1.0 - ((act - _expert(obs)) ** 2).sum(1) * 2
     path = tmp_path / "mixed.npz"
-    np.savez(path, observations=obs, actions=act.astype(np.float32), rewards=reward.astype(np.float32),
-             next_observations=rng.normal(size=(n, 6)).astype(np.float32), terminals=np.zeros(n, bool), timeouts=np.zeros(n, bool))
+    np.savez(
+        path,
+        observations=obs,
+        actions=act.astype(np.float32),
+        rewards=reward.astype(np.float32),
+        next_observations=rng.normal(size=(n, 6)).astype(np.float32),
+        terminals=np.zeros(n, bool),
+        timeouts=np.zeros(n, bool),
+    )
     L.seed_everything(0)
     dm = OfflineTransitionDataModule(str(path), batch_size=256, normalize_observations=False)
     model = IQL(dm.obs_dim, dm.action_dim, dm.max_action, discount=0.5, hidden_dims=(64, 64), actor_lr_decay_steps=None)
@@ -80,8 +93,15 @@ def test_iql_learns_the_good_half_of_mixed_data(tmp_path):
     mixture_error = (fixed.action - expert).pow(2).mean().item()
     with torch.no_grad():
         before = (model.actor.mean(fixed.obs) - expert).pow(2).mean().item()
-    trainer = L.Trainer(max_steps=1500, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0)
+    trainer = L.Trainer(
+        max_steps=1500,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+    )
     trainer.fit(model, datamodule=dm)
     with torch.no_grad():
         after = (model.actor.mean(fixed.obs) - expert).pow(2).mean().item()

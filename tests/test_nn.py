@@ -63,7 +63,9 @@ def test_ensemble_linear_init_matches_nn_linear_scale():
 
 def test_polyak_update():
     source, target = nn.Linear(3, 2), nn.Linear(3, 2)
-    expected = [(1 - 0.1) * t.detach().clone() + 0.1 * s.detach() for t, s in zip(target.parameters(), source.parameters())]
+    expected = [
+        (1 - 0.1) * t.detach().clone() + 0.1 * s.detach() for t, s in zip(target.parameters(), source.parameters())
+    ]
     polyak_update(target, source, 0.1)
     for p, e in zip(target.parameters(), expected):
         torch.testing.assert_close(p.detach(), e)

@@ -2,7 +2,6 @@
 batches; masks, truncation, chat templates and extra fields as documented; bad rows named by
 number; padded and unpadded log-probs agree."""
 
-
 import pytest
 import torch
 
@@ -42,7 +41,10 @@ def test_jsonl_parquet_and_datasets_directory_give_identical_batches(tmp_path, t
     write_jsonl(data, tmp_path / "pairs.jsonl")
     pq.write_table(pa.Table.from_pylist(data), tmp_path / "pairs.parquet")
     datasets.Dataset.from_list(data).save_to_disk(str(tmp_path / "pairs_ds"))
-    batches = [batch_of(tmp_path / name, tokenizer_dir, extra_fields=["flip_rate"])[1] for name in ("pairs.jsonl", "pairs.parquet", "pairs_ds")]
+    batches = [
+        batch_of(tmp_path / name, tokenizer_dir, extra_fields=["flip_rate"])[1]
+        for name in ("pairs.jsonl", "pairs.parquet", "pairs_ds")
+    ]
     for other in batches[1:]:
         assert other.keys() == batches[0].keys()
         for key in other:
@@ -55,7 +57,10 @@ def test_masks_layout_and_extra_fields(tmp_path, tokenizer_dir):
     tok = dm.tokenizer
     prompt = tok("12+7=").input_ids  # <bos> 1 2 + 7 =
     assert batch["input_ids"][0].tolist() == prompt + tok("19", add_special_tokens=False).input_ids + [tok.eos_token_id]
-    assert batch["input_ids"][1].tolist() == prompt + tok("2", add_special_tokens=False).input_ids + [tok.eos_token_id, tok.pad_token_id]
+    assert batch["input_ids"][1].tolist() == prompt + tok("2", add_special_tokens=False).input_ids + [
+        tok.eos_token_id,
+        tok.pad_token_id,
+    ]
     assert batch["completion_mask"].tolist() == [[0] * 6 + [1, 1, 1], [0] * 6 + [1, 1, 0]]
     assert batch["attention_mask"].tolist() == [[1] * 9, [1] * 8 + [0]]
     assert batch["flip_rate"].tolist() == [0.25]
@@ -69,10 +74,20 @@ def test_truncation_keeps_the_end_of_the_prompt_and_the_start_of_the_completion(
 
 
 def test_chat_messages_use_the_chat_template(tmp_path, tokenizer_dir):
-    write_jsonl([{"prompt": [{"role": "user", "content": "2+2="}], "chosen": [{"role": "assistant", "content": "4"}],
-                  "rejected": [{"role": "assistant", "content": "5"}]}], tmp_path / "chat.jsonl")
+    write_jsonl(
+        [
+            {
+                "prompt": [{"role": "user", "content": "2+2="}],
+                "chosen": [{"role": "assistant", "content": "4"}],
+                "rejected": [{"role": "assistant", "content": "5"}],
+            }
+        ],
+        tmp_path / "chat.jsonl",
+    )
     dm = PreferenceDataModule(str(tmp_path / "chat.jsonl"), str(tokenizer_dir), batch_size=1)
-    dm.tokenizer.chat_template = "{% for m in messages %}{{ m['content'] }}{% endfor %}{% if add_generation_prompt %}={% endif %}"
+    dm.tokenizer.chat_template = (
+        "{% for m in messages %}{{ m['content'] }}{% endfor %}{% if add_generation_prompt %}={% endif %}"
+    )
     dm.setup("fit")
     assert dm.tokenizer.decode(next(iter(dm.train_dataloader()))["input_ids"][0], skip_special_tokens=True) == "2+2==4"
 
@@ -106,13 +121,20 @@ def test_broken_files_are_named(tmp_path, tokenizer_dir):
 
 def test_log_probs_of_a_row_do_not_depend_on_the_padding_its_batch_needs(tmp_path, tokenizer_dir):
     model = build_model(seed=1).eval()
-    data = [{"prompt": "1+1=", "chosen": "2", "rejected": "3"}, {"prompt": "98+97=", "chosen": "195", "rejected": "185"}]
+    data = [
+        {"prompt": "1+1=", "chosen": "2", "rejected": "3"},
+        {"prompt": "98+97=", "chosen": "195", "rejected": "185"},
+    ]
     write_jsonl(data, tmp_path / "two.jsonl")
     write_jsonl(data[:1], tmp_path / "first.jsonl")
     _, both = batch_of(tmp_path / "two.jsonl", tokenizer_dir)
     _, alone = batch_of(tmp_path / "first.jsonl", tokenizer_dir)
     with torch.no_grad():
-        padded = completion_log_probs(model(both["input_ids"], attention_mask=both["attention_mask"]).logits, both["input_ids"], both["completion_mask"])[0]
+        padded = completion_log_probs(
+            model(both["input_ids"], attention_mask=both["attention_mask"]).logits,
+            both["input_ids"],
+            both["completion_mask"],
+        )[0]
         single = completion_log_probs(model(alone["input_ids"]).logits, alone["input_ids"], alone["completion_mask"])[0]
     order = [0, 2] if both["input_ids"][0, 1] == alone["input_ids"][0, 1] else [1, 3]  # the shuffled position of row 1
     torch.testing.assert_close(padded[order], single, atol=1e-5, rtol=1e-5)
@@ -127,15 +149,24 @@ def test_semantic_distance_from_an_offline_encoder(tmp_path, tokenizer_dir):
     data = rows(6)
     data[0]["semantic_distance"] = 0.75
     write_jsonl(data, tmp_path / "pairs.jsonl")
-    dm = PreferenceDataModule(str(tmp_path / "pairs.jsonl"), str(tokenizer_dir), batch_size=6, semantic_model=str(tmp_path / "encoder"))
+    dm = PreferenceDataModule(
+        str(tmp_path / "pairs.jsonl"), str(tokenizer_dir), batch_size=6, semantic_model=str(tmp_path / "encoder")
+    )
     dm.setup("fit")
     batch = next(iter(dm.ordered_dataloader("train")))
-    encoder, tok = AutoModel.from_pretrained(str(tmp_path / "encoder")).eval(), AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    encoder, tok = (
+        AutoModel.from_pretrained(str(tmp_path / "encoder")).eval(),
+        AutoTokenizer.from_pretrained(str(tokenizer_dir)),
+    )
 
     def embedding(text):
         with torch.no_grad():
             return encoder(input_ids=torch.tensor([tok(text).input_ids])).last_hidden_state[0].mean(0)
 
-    expected = [0.75] + [1 - torch.dot(embedding(r["prompt"]), embedding(r["chosen"])).item()
-                         / (embedding(r["prompt"]).norm() * embedding(r["chosen"]).norm()).item() for r in data[1:]]
+    expected = [0.75] + [
+        1
+        - torch.dot(embedding(r["prompt"]), embedding(r["chosen"])).item()
+        / (embedding(r["prompt"]).norm() * embedding(r["chosen"]).norm()).item()
+        for r in data[1:]
+    ]
     torch.testing.assert_close(batch["semantic_distance"], torch.tensor(expected), atol=1e-5, rtol=1e-4)

@@ -76,9 +76,13 @@ def test_robust_dpo_by_hand_and_unbiased_under_flips():
     by_hand = (0.8 * softplus_neg(0.2) - 0.2 * softplus_neg(-0.2)) / 0.6
     assert robust_dpo_loss(chosen, rejected, beta, eps)[0].item() == pytest.approx(by_hand, rel=1e-12)
     # the expectation over a label flipped with probability eps is the clean DPO loss
-    expected_over_flips = (1 - eps) * robust_dpo_loss(chosen, rejected, beta, eps) + eps * robust_dpo_loss(rejected, chosen, beta, eps)
+    expected_over_flips = (1 - eps) * robust_dpo_loss(chosen, rejected, beta, eps) + eps * robust_dpo_loss(
+        rejected, chosen, beta, eps
+    )
     assert expected_over_flips.tolist() == pytest.approx(dpo_loss(chosen, rejected, beta).tolist(), rel=1e-12)
-    assert robust_dpo_loss(chosen, rejected, beta, 0.0).tolist() == pytest.approx(dpo_loss(chosen, rejected, beta).tolist())
+    assert robust_dpo_loss(chosen, rejected, beta, 0.0).tolist() == pytest.approx(
+        dpo_loss(chosen, rejected, beta).tolist()
+    )
     with pytest.raises(ValueError, match="flip_rate"):
         robust_dpo_loss(chosen, rejected, beta, 0.5)
 
@@ -108,7 +112,10 @@ def test_nca_by_hand():
 def test_bco_pair_with_shift_and_its_running_mean():
     chosen, rejected = ratios()
     beta, delta = 0.1, 0.05
-    expected = [softplus_neg(beta * w - delta) + softplus_neg(-(beta * l - delta)) for w, l in zip(chosen.tolist(), rejected.tolist())]
+    expected = [
+        softplus_neg(beta * w - delta) + softplus_neg(-(beta * l - delta))
+        for w, l in zip(chosen.tolist(), rejected.tolist())
+    ]
     assert bco_pair_loss(chosen, rejected, beta, delta).tolist() == pytest.approx(expected, rel=1e-12)
     running = RunningMean()
     assert running.update(torch.tensor([1.0, 3.0])).item() == 2.0
@@ -139,7 +146,9 @@ def test_simpo_by_hand():
     avg_w = torch.tensor([-0.5, -1.0], dtype=torch.float64)
     avg_l = torch.tensor([-1.0, -0.5], dtype=torch.float64)
     # beta 2, gamma 0.5: logits 2 * 0.5 - 0.5 = 0.5 and 2 * -0.5 - 0.5 = -1.5
-    assert simpo_loss(avg_w, avg_l, 2.0, 0.5).tolist() == pytest.approx([softplus_neg(0.5), softplus_neg(-1.5)], rel=1e-12)
+    assert simpo_loss(avg_w, avg_l, 2.0, 0.5).tolist() == pytest.approx(
+        [softplus_neg(0.5), softplus_neg(-1.5)], rel=1e-12
+    )
 
 
 def test_semantic_weight_is_one_for_same_direction_and_exp_minus_alpha_for_orthogonal():

@@ -77,14 +77,23 @@ def test_dpo_validation_metrics_match_a_direct_count(tmp_path):
     for i, row in enumerate(rows):
         row["preference_probability"] = [0.55, 0.9, 1.0][i % 3]
     write_jsonl(rows, tmp_path / "val.jsonl")
-    dm = PreferenceDataModule(str(tmp_path / "val.jsonl"), str(tmp_path / "tok"), val_file=str(tmp_path / "val.jsonl"), batch_size=32,
-                              max_length=16, max_prompt_length=8, extra_fields=["preference_probability"])
+    dm = PreferenceDataModule(
+        str(tmp_path / "val.jsonl"),
+        str(tmp_path / "tok"),
+        val_file=str(tmp_path / "val.jsonl"),
+        batch_size=32,
+        max_length=16,
+        max_prompt_length=8,
+        extra_fields=["preference_probability"],
+    )
     torch.manual_seed(0)
     model = DPO(build_model(seed=0), beta=0.1)
     with torch.no_grad():  # a policy that differs from its reference
         for p in model.policy.parameters():
             p.add_(0.05 * torch.randn_like(p))
-    logged = L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False).validate(model, dm, verbose=False)[0]
+    logged = L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False).validate(
+        model, dm, verbose=False
+    )[0]
 
     dm.setup("validate")
     counts = {"reward": 0, "rank": 0, "rank_tok": 0, "ideal": 0}
@@ -96,7 +105,9 @@ def test_dpo_validation_metrics_match_a_direct_count(tmp_path):
                 n += 1
                 counts["reward"] += bool(s["chosen"][i] - s["ref_chosen"][i] > s["rejected"][i] - s["ref_rejected"][i])
                 counts["rank"] += bool(s["chosen"][i] > s["rejected"][i])
-                counts["rank_tok"] += bool(s["chosen"][i] / s["chosen_tokens"][i] > s["rejected"][i] / s["rejected_tokens"][i])
+                counts["rank_tok"] += bool(
+                    s["chosen"][i] / s["chosen_tokens"][i] > s["rejected"][i] / s["rejected_tokens"][i]
+                )
                 a = float(s["preference_probability"][i])
                 gap = float(s["ref_chosen"][i] - s["ref_rejected"][i])
                 counts["ideal"] += a == 1.0 or gap + math.log(a / (1 - a)) / 0.1 > 0

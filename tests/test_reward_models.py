@@ -71,7 +71,10 @@ def test_score_by_hand_in_two_dimensions():
 def test_score_equals_the_dense_bilinear_form(k):
     """s = v_i^T R^T v_j = <R v_i, v_j> with R built as a matrix, for a batch of pairs."""
     g = torch.Generator().manual_seed(k)
-    v_i, v_j = torch.randn(5, 2 * k, generator=g, dtype=torch.float64), torch.randn(5, 2 * k, generator=g, dtype=torch.float64)
+    v_i, v_j = (
+        torch.randn(5, 2 * k, generator=g, dtype=torch.float64),
+        torch.randn(5, 2 * k, generator=g, dtype=torch.float64),
+    )
     eigenvalues = torch.rand(5, k, generator=g, dtype=torch.float64)
     expected = torch.stack([v_i[b] @ dense_operator(eigenvalues[b]).T @ v_j[b] for b in range(5)])
     torch.testing.assert_close(general_preference_score(v_i, v_j, eigenvalues), expected)
@@ -87,10 +90,15 @@ def test_score_is_antisymmetric_and_zero_on_the_diagonal():
     assert matrix.shape == (6, 6)
     torch.testing.assert_close(matrix, -matrix.T)
     torch.testing.assert_close(matrix.diagonal(), torch.zeros(6, dtype=torch.float64))
-    loop = torch.tensor([[general_preference_score(v[i], v[j], eigenvalues).item() for j in range(6)] for i in range(6)], dtype=torch.float64)
+    loop = torch.tensor(
+        [[general_preference_score(v[i], v[j], eigenvalues).item() for j in range(6)] for i in range(6)],
+        dtype=torch.float64,
+    )
     torch.testing.assert_close(matrix, loop)
     tau = 0.1
-    torch.testing.assert_close(torch.sigmoid(matrix / tau) + torch.sigmoid(matrix.T / tau), torch.ones(6, 6, dtype=torch.float64))
+    torch.testing.assert_close(
+        torch.sigmoid(matrix / tau) + torch.sigmoid(matrix.T / tau), torch.ones(6, 6, dtype=torch.float64)
+    )
 
 
 def test_score_expresses_a_cycle_that_no_scalar_reward_can():
@@ -111,7 +119,9 @@ def test_general_preference_loss_by_hand():
     assert general_preference_loss(v_w, v_l, eigenvalues, tau=0.1).tolist() == pytest.approx(expected, rel=1e-12)
     assert general_preference_loss(v_w, v_l, eigenvalues, tau=0.1)[1].item() == pytest.approx(math.log(2))
     expected = [softplus_neg((s - 0.5) / 0.2) for s in (1.0, 0.0, -1.0)]
-    assert general_preference_loss(v_w, v_l, eigenvalues, tau=0.2, margin=0.5).tolist() == pytest.approx(expected, rel=1e-12)
+    assert general_preference_loss(v_w, v_l, eigenvalues, tau=0.2, margin=0.5).tolist() == pytest.approx(
+        expected, rel=1e-12
+    )
 
 
 def test_score_shape_errors_are_named():
@@ -175,8 +185,15 @@ def task_files(tmp_path_factory):
 
 
 def _datamodule(folder, **kwargs):
-    return PreferenceDataModule(str(folder / "train.jsonl"), str(folder / "tok"), val_file=str(folder / "val.jsonl"),
-                                batch_size=32, max_length=16, max_prompt_length=8, **kwargs)
+    return PreferenceDataModule(
+        str(folder / "train.jsonl"),
+        str(folder / "tok"),
+        val_file=str(folder / "val.jsonl"),
+        batch_size=32,
+        max_length=16,
+        max_prompt_length=8,
+        **kwargs,
+    )
 
 
 def _batch(folder):
@@ -213,7 +230,9 @@ def test_reward_is_read_at_the_last_real_token_and_the_loss_is_the_pure_one(task
         torch.testing.assert_close(rewards, by_row, atol=1e-5, rtol=1e-5)
         pairs = rewards.shape[0] // 2
         loss = model._step(batch, "val")
-        torch.testing.assert_close(loss, bradley_terry_loss(by_row[:pairs], by_row[pairs:]).mean(), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(
+            loss, bradley_terry_loss(by_row[:pairs], by_row[pairs:]).mean(), atol=1e-5, rtol=1e-5
+        )
         # the same rows padded on the left
         lengths = batch["attention_mask"].sum(-1)
         shift = (batch["input_ids"].shape[1] - lengths).tolist()
@@ -235,19 +254,37 @@ def test_gpm_embeds_the_last_token_and_gates_on_the_prompt_end(task_files):
         prompt_end = prompt_end_index(batch["completion_mask"]).tolist()
         alone = [_alone(model, batch, i) for i in range(rows)]
         torch.testing.assert_close(v, torch.stack([model.head.embed(h[-1]) for h in alone]), atol=1e-5, rtol=1e-5)
-        torch.testing.assert_close(eigenvalues, torch.stack([model.head.eigenvalues(h[e]) for h, e in zip(alone, prompt_end)]), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(
+            eigenvalues,
+            torch.stack([model.head.eigenvalues(h[e]) for h, e in zip(alone, prompt_end)]),
+            atol=1e-5,
+            rtol=1e-5,
+        )
         pairs = rows // 2
-        torch.testing.assert_close(eigenvalues[:pairs], eigenvalues[pairs:], atol=1e-5, rtol=1e-5)  # same prompt, same gate
-        torch.testing.assert_close(model.score(batch), general_preference_score(v[:pairs], v[pairs:], eigenvalues[:pairs]))
+        torch.testing.assert_close(
+            eigenvalues[:pairs], eigenvalues[pairs:], atol=1e-5, rtol=1e-5
+        )  # same prompt, same gate
+        torch.testing.assert_close(
+            model.score(batch), general_preference_score(v[:pairs], v[pairs:], eigenvalues[:pairs])
+        )
         loss = model._step(batch, "val")
         torch.testing.assert_close(loss, general_preference_loss(v[:pairs], v[pairs:], eigenvalues[:pairs], 0.1).mean())
 
 
 def _fit_and_validate(model, dm, steps):
-    trainer = L.Trainer(max_steps=steps, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0)
+    trainer = L.Trainer(
+        max_steps=steps,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+    )
     trainer.fit(model, dm)
-    return L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False).validate(model, dm, verbose=False)[0]
+    return L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False).validate(
+        model, dm, verbose=False
+    )[0]
 
 
 @pytest.mark.parametrize("module", ["reward", "gpm"])
@@ -258,7 +295,9 @@ def test_reward_models_learn_to_prefer_right_sums(task_files, module):
         model = RewardModel(build_model(seed=0), lr=7e-4)
     else:
         model = GeneralPreferenceModel(build_model(seed=0), value_head_dim=2, tau=0.1, lr=7e-4)
-    before = L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False).validate(model, dm, verbose=False)[0]
+    before = L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False).validate(
+        model, dm, verbose=False
+    )[0]
     after = _fit_and_validate(model, dm, steps=500)  # about 15 s on one thread
     assert after["val/accuracy"] > 0.7 and after["val/accuracy"] > before["val/accuracy"] + 0.15, (before, after)
     assert after["val/loss"] < before["val/loss"], (before, after)
@@ -269,8 +308,14 @@ def test_checkpoint_and_hf_model_load_back_to_the_same_scores(task_files, tmp_pa
     L.seed_everything(0)
     dm = _datamodule(task_files)
     model = cls(build_model(seed=0), lr=1e-3)
-    trainer = L.Trainer(max_steps=3, logger=CSVLogger(tmp_path), enable_progress_bar=False, enable_model_summary=False,
-                        num_sanity_val_steps=0, limit_val_batches=0)
+    trainer = L.Trainer(
+        max_steps=3,
+        logger=CSVLogger(tmp_path),
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+    )
     trainer.fit(model, dm)
     batch = _batch(task_files)
     model.eval()

@@ -7,8 +7,8 @@ import pytest
 import torch
 from torch.distributions import AffineTransform, Normal, TanhTransform, TransformedDistribution
 
-from policylab.losses import sac_actor_loss, sac_critic_target, sac_temperature_loss, squashed_gaussian_log_prob
 from policylab.datamodules import TransitionBuffer
+from policylab.losses import sac_actor_loss, sac_critic_target, sac_temperature_loss, squashed_gaussian_log_prob
 from policylab.nn import TanhGaussianActor
 
 
@@ -17,9 +17,13 @@ def test_squashed_gaussian_log_prob_matches_torch_distributions(max_action):
     torch.manual_seed(0)
     mean, log_std = torch.randn(64, 3), torch.rand(64, 3) * 2 - 1.5
     pre_tanh = mean + torch.randn(64, 3) * log_std.exp()
-    reference = TransformedDistribution(
-        Normal(mean.double(), log_std.exp().double()), [TanhTransform(), AffineTransform(0.0, max_action)]
-    ).log_prob(max_action * torch.tanh(pre_tanh.double())).sum(-1)
+    reference = (
+        TransformedDistribution(
+            Normal(mean.double(), log_std.exp().double()), [TanhTransform(), AffineTransform(0.0, max_action)]
+        )
+        .log_prob(max_action * torch.tanh(pre_tanh.double()))
+        .sum(-1)
+    )
     ours = squashed_gaussian_log_prob(pre_tanh, mean, log_std, max_action)
     torch.testing.assert_close(ours.double(), reference, rtol=1e-4, atol=1e-4)
 
@@ -38,7 +42,9 @@ def test_sac_critic_target_by_hand():
     next_q = torch.tensor([[2.0, 7.0], [3.0, 5.0]])
     next_log_prob = torch.tensor([-1.0, 4.0])
     # row 0: 1 + 0.9 * (min(2, 3) - 0.2 * -1) = 1 + 0.9 * 2.2 = 2.98 ; row 1 is terminal: 0.5
-    torch.testing.assert_close(sac_critic_target(reward, terminal, next_q, next_log_prob, 0.2, 0.9), torch.tensor([2.98, 0.5]))
+    torch.testing.assert_close(
+        sac_critic_target(reward, terminal, next_q, next_log_prob, 0.2, 0.9), torch.tensor([2.98, 0.5])
+    )
 
 
 def test_sac_actor_loss_by_hand():
@@ -71,8 +77,14 @@ def test_tanh_gaussian_actor_samples_in_bounds_with_matching_log_prob():
 
 def _rows(n, start=0.0):
     value = np.arange(start, start + n, dtype=np.float32)
-    return {"obs": np.repeat(value[:, None], 2, 1), "action": value[:, None], "reward": value, "next_obs": np.repeat(value[:, None], 2, 1),
-            "terminal": np.zeros(n), "timeout": np.zeros(n)}
+    return {
+        "obs": np.repeat(value[:, None], 2, 1),
+        "action": value[:, None],
+        "reward": value,
+        "next_obs": np.repeat(value[:, None], 2, 1),
+        "terminal": np.zeros(n),
+        "timeout": np.zeros(n),
+    }
 
 
 def test_buffer_appends_keeps_initial_rows_and_wraps_over_appended_ones():
@@ -113,11 +125,26 @@ def test_sac_learns_to_balance_the_inverted_pendulum():
     try:
         L.seed_everything(0)
         data = ReplayBufferDataModule("InvertedPendulum-v5", capacity=10_000, batch_size=64).load()
-        model = SAC(data.obs_dim, data.action_dim, data.max_action, hidden_dims=(64, 64), actor_lr=1e-3, critic_lr=1e-3, alpha_lr=1e-3)
+        model = SAC(
+            data.obs_dim,
+            data.action_dim,
+            data.max_action,
+            hidden_dims=(64, 64),
+            actor_lr=1e-3,
+            critic_lr=1e-3,
+            alpha_lr=1e-3,
+        )
         before = evaluate_policy(model.act, "InvertedPendulum-v5", 5, seed=1).mean()
         interaction = EnvInteraction(random_steps=500, seed=0)
-        trainer = L.Trainer(max_steps=1500, logger=False, enable_checkpointing=False, callbacks=[interaction],
-                            enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0)
+        trainer = L.Trainer(
+            max_steps=1500,
+            logger=False,
+            enable_checkpointing=False,
+            callbacks=[interaction],
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            limit_val_batches=0,
+        )
         trainer.fit(model, data)
         after = evaluate_policy(model.act, "InvertedPendulum-v5", 5, seed=1).mean()
     finally:
@@ -129,9 +156,23 @@ def test_sac_learns_to_balance_the_inverted_pendulum():
 def test_sac_cli_resume_keeps_the_replay_buffer(tmp_path):
     from conftest import ROOT, run_cli
 
-    args = ["fit", "--config", str(ROOT / "configs/sac_hopper.yaml"), "--trainer.callbacks.init_args.random_steps", "100",
-            "--data.init_args.capacity", "5000", "--evaluation.every_n_steps", "100", "--evaluation.n_episodes", "2",
-            "--trainer.log_every_n_steps", "50", "--trainer.enable_progress_bar", "false"]
+    args = [
+        "fit",
+        "--config",
+        str(ROOT / "configs/sac_hopper.yaml"),
+        "--trainer.callbacks.init_args.random_steps",
+        "100",
+        "--data.init_args.capacity",
+        "5000",
+        "--evaluation.every_n_steps",
+        "100",
+        "--evaluation.n_episodes",
+        "2",
+        "--trainer.log_every_n_steps",
+        "50",
+        "--trainer.enable_progress_bar",
+        "false",
+    ]
     first = run_cli(*args, "--trainer.max_steps", "200", cwd=tmp_path)
     assert first.returncode == 0, first.stderr[-3000:]
     last = tmp_path / "runs/sac_hopper/version_0/checkpoints/last.ckpt"

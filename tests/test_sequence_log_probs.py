@@ -22,7 +22,9 @@ def test_matches_a_per_token_loop():
 
 
 def test_uniform_logits_give_minus_log_vocab_per_token():
-    total, count = completion_log_probs(torch.zeros(1, 4, 10), torch.tensor([[1, 2, 3, 4]]), torch.tensor([[0, 1, 1, 1]]))
+    total, count = completion_log_probs(
+        torch.zeros(1, 4, 10), torch.tensor([[1, 2, 3, 4]]), torch.tensor([[0, 1, 1, 1]])
+    )
     assert total.item() == pytest.approx(-3 * math.log(10)) and count.item() == 3
 
 
@@ -44,7 +46,9 @@ def test_padding_does_not_leak():
     left_attention = attention.flip(1)
     positions = (left_attention.cumsum(1) - 1).clamp(min=0)
     left_mask = torch.cat([torch.zeros(1, 3, dtype=torch.long), mask], 1)
-    left = completion_log_probs(model(left_ids, attention_mask=left_attention, position_ids=positions).logits, left_ids, left_mask)[0]
+    left = completion_log_probs(
+        model(left_ids, attention_mask=left_attention, position_ids=positions).logits, left_ids, left_mask
+    )[0]
     torch.testing.assert_close(right, alone, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(left, alone, atol=1e-5, rtol=1e-5)
 

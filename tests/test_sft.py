@@ -39,25 +39,46 @@ def test_sft_batch_masks_the_prompt_and_padding(files, tmp_path):
 
 def test_sft_learns_addition_and_leaves_a_hugging_face_copy(files, tmp_path):
     L.seed_everything(0)
-    dm = SFTDataModule(str(files / "sft.jsonl"), str(files / "tok"), val_file=str(files / "val.jsonl"),
-                       batch_size=32, max_length=16, max_prompt_length=8)
+    dm = SFTDataModule(
+        str(files / "sft.jsonl"),
+        str(files / "tok"),
+        val_file=str(files / "val.jsonl"),
+        batch_size=32,
+        max_length=16,
+        max_prompt_length=8,
+    )
     accuracy = GreedyAccuracy(str(files / "eval.jsonl"), every_n_steps=0, max_new_tokens=4)
     model = SFT(build_model(seed=0), lr=3e-3)
-    before = L.Trainer(logger=False, callbacks=[accuracy], enable_progress_bar=False, enable_model_summary=False).validate(model, dm, verbose=False)[0]
+    before = L.Trainer(
+        logger=False, callbacks=[accuracy], enable_progress_bar=False, enable_model_summary=False
+    ).validate(model, dm, verbose=False)[0]
     accuracy.every_n_steps = 200
-    trainer = L.Trainer(max_steps=400, logger=CSVLogger(tmp_path), callbacks=[accuracy], enable_progress_bar=False,
-                        enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0)
+    trainer = L.Trainer(
+        max_steps=400,
+        logger=CSVLogger(tmp_path),
+        callbacks=[accuracy],
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+    )
     trainer.fit(model, dm)
-    after = L.Trainer(logger=False, callbacks=[accuracy], enable_progress_bar=False, enable_model_summary=False).validate(model, dm, verbose=False)[0]
+    after = L.Trainer(
+        logger=False, callbacks=[accuracy], enable_progress_bar=False, enable_model_summary=False
+    ).validate(model, dm, verbose=False)[0]
     assert before["eval/accuracy"] < 0.2 and after["eval/accuracy"] > 0.8, (before, after)
     # The win rate against the answers at the start: with right/wrong verdicts, wins minus losses
     # is the change in accuracy, so win_rate = 1/2 + (accuracy - accuracy at start) / 2.
     import csv
 
-    logged = [r for r in csv.DictReader(open(tmp_path / "lightning_logs/version_0/metrics.csv")) if r.get("eval/win_rate")]
+    logged = [
+        r for r in csv.DictReader(open(tmp_path / "lightning_logs/version_0/metrics.csv")) if r.get("eval/win_rate")
+    ]
     assert [int(r["step"]) for r in logged] == [200, 400]
     for row in logged:
-        assert float(row["eval/win_rate"]) == pytest.approx(0.5 + (float(row["eval/accuracy"]) - before["eval/accuracy"]) / 2)
+        assert float(row["eval/win_rate"]) == pytest.approx(
+            0.5 + (float(row["eval/accuracy"]) - before["eval/accuracy"]) / 2
+        )
     assert after["val/loss"] < before["val/loss"] / 4
     copy = AutoModelForCausalLM.from_pretrained(tmp_path / "lightning_logs/version_0/hf_model")
     for (name, a), b in zip(copy.state_dict().items(), model.policy.state_dict().values()):

@@ -41,7 +41,15 @@ def _module(dm):
 
 
 def _trainer(**kwargs):
-    defaults = dict(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0)
+    defaults = dict(
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+    )
     return L.Trainer(**{**defaults, **kwargs})
 
 
@@ -97,7 +105,9 @@ def test_td3bc_ddp_two_processes(toy_npz, tmp_path):
     dm = OfflineTransitionDataModule(str(toy_npz), batch_size=64)
     model = _module(dm)
     before = torch.cat([p.detach().flatten() for p in model.parameters()]).clone()
-    trainer = _trainer(max_steps=20, devices=2, strategy="ddp_spawn_find_unused_parameters_true", callbacks=[_RecordRank(tmp_path)])
+    trainer = _trainer(
+        max_steps=20, devices=2, strategy="ddp_spawn_find_unused_parameters_true", callbacks=[_RecordRank(tmp_path)]
+    )
     trainer.fit(model, datamodule=dm)
     rank0, rank1 = torch.load(tmp_path / "rank0.pt"), torch.load(tmp_path / "rank1.pt")
     assert (tmp_path / "world0").read_text() == (tmp_path / "world1").read_text() == "2"

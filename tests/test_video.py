@@ -13,8 +13,15 @@ def test_rollout_video_is_an_animated_gif_in_tensorboard(tmp_path, hopper_hdf5):
     dm = OfflineTransitionDataModule(str(hopper_hdf5), batch_size=64)
     model = TD3BC(dm.obs_dim, dm.action_dim, dm.max_action, hidden_dims=(32, 32))
     video = RolloutVideo(every_n_steps=20, max_frames=12, width=64, height=48)
-    trainer = L.Trainer(max_steps=40, logger=TensorBoardLogger(tmp_path, name="video"), callbacks=[video], enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0)
+    trainer = L.Trainer(
+        max_steps=40,
+        logger=TensorBoardLogger(tmp_path, name="video"),
+        callbacks=[video],
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+    )
     trainer.fit(model, dm)
     assert video.every_n_steps == 20, "rendering failed on this machine"
     events = EventAccumulator(str(tmp_path / "video/version_0"), size_guidance={"images": 0})

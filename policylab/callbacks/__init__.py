@@ -8,4 +8,13 @@ from policylab.callbacks.progress import StepProgressBar
 from policylab.callbacks.snapshots import PolicySnapshots
 from policylab.callbacks.video import RolloutVideo
 
-__all__ = ["EnvEvaluation", "EnvInteraction", "GreedyAccuracy", "ImageRewardEvaluation", "PolicySnapshots", "RolloutVideo", "StepProgressBar", "StepRecording"]
+__all__ = [
+    "EnvEvaluation",
+    "EnvInteraction",
+    "GreedyAccuracy",
+    "ImageRewardEvaluation",
+    "PolicySnapshots",
+    "RolloutVideo",
+    "StepProgressBar",
+    "StepRecording",
+]

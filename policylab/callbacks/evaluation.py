@@ -12,7 +12,9 @@ from policylab.envs.make import check_env_id
 from policylab.envs.scores import normalized_score, reference_scores
 
 
-def log_evaluation(trainer: L.Trainer, pl_module: L.LightningModule, metrics: dict[str, float], prog_bar: bool = False) -> None:
+def log_evaluation(
+    trainer: L.Trainer, pl_module: L.LightningModule, metrics: dict[str, float], prog_bar: bool = False
+) -> None:
     """Log the metrics of an evaluation made during training: into ``callback_metrics`` (which
     feed ModelCheckpoint and the progress bar) and to every logger at this step, whatever
     ``Trainer(log_every_n_steps)`` is."""
@@ -32,7 +34,9 @@ class EnvEvaluation(Callback):
     Set ``every_n_steps: 0`` to switch evaluation off.
     """
 
-    def __init__(self, every_n_steps: int = 5000, n_episodes: int = 10, seed: int = 10_000, env_id: str | None = None) -> None:
+    def __init__(
+        self, every_n_steps: int = 5000, n_episodes: int = 10, seed: int = 10_000, env_id: str | None = None
+    ) -> None:
         super().__init__()
         if every_n_steps < 0 or n_episodes <= 0:
             raise ValueError(f"every_n_steps must be >= 0 and n_episodes > 0, got {every_n_steps}, {n_episodes}")

@@ -126,8 +126,11 @@ class GreedyAccuracy(ScoredEvaluation):
                 prompts = self.prompts[start : start + self.batch_size]
                 tokens = tokenizer(prompts, return_tensors="pt", padding=True).to(policy.device)
                 generated = policy.generate(
-                    **tokens, max_new_tokens=self.max_new_tokens, do_sample=False,
-                    pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+                    **tokens,
+                    max_new_tokens=self.max_new_tokens,
+                    do_sample=False,
+                    pad_token_id=tokenizer.pad_token_id,
+                    eos_token_id=tokenizer.eos_token_id,
                 )
                 out += tokenizer.batch_decode(generated[:, tokens["input_ids"].shape[1] :], skip_special_tokens=True)
         finally:

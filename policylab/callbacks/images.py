@@ -26,7 +26,7 @@ def image_grid(images: np.ndarray, columns: int = 8, upscale: int = 1) -> np.nda
     grid = np.full((rows * (h + 1) + 1, columns * (w + 1) + 1, c), 255, dtype=np.uint8)
     for i, image in enumerate(images):
         r, k = divmod(i, columns)
-        grid[1 + r * (h + 1): 1 + r * (h + 1) + h, 1 + k * (w + 1): 1 + k * (w + 1) + w] = image
+        grid[1 + r * (h + 1) : 1 + r * (h + 1) + h, 1 + k * (w + 1) : 1 + k * (w + 1) + w] = image
     return grid
 
 
@@ -77,7 +77,7 @@ class ImageRewardEvaluation(ScoredEvaluation):
         try:
             out = []
             for start in range(0, len(self.prompts), self.batch_size):
-                prompts = self.prompts[start: start + self.batch_size]
+                prompts = self.prompts[start : start + self.batch_size]
                 seeds = [self.seed + start + i for i in range(len(prompts))]
                 out.append(to_uint8(pl_module.sample(prompts, seeds, self.num_inference_steps, self.guidance_scale)))
         finally:

@@ -107,7 +107,9 @@ class EnvInteraction(Callback):
             return
         datamodule = trainer.datamodule
         if not hasattr(datamodule, "add_transitions"):
-            raise TypeError(f"EnvInteraction needs a transition datamodule with add_transitions(), got {type(datamodule).__name__}")
+            raise TypeError(
+                f"EnvInteraction needs a transition datamodule with add_transitions(), got {type(datamodule).__name__}"
+            )
         env_id = self.env_id or datamodule.env_id
         if env_id is None:
             raise ValueError("EnvInteraction: no env_id given and the datamodule does not name its environment")
@@ -149,7 +151,9 @@ class EnvInteraction(Callback):
         trainer.datamodule.add_transitions(obs[None], action[None], [reward], next_obs[None], [terminated], [truncated])
         if self.recording is not None:
             f32 = np.float32
-            step = dict(zip(D4RL_STEP_KEYS, (obs.astype(f32), action, f32(reward), terminated, truncated, next_obs.astype(f32))))
+            step = dict(
+                zip(D4RL_STEP_KEYS, (obs.astype(f32), action, f32(reward), terminated, truncated, next_obs.astype(f32)))
+            )
             if self._mujoco_data is not None:
                 step.update({"infos/qpos": qpos.astype(f32), "infos/qvel": qvel.astype(f32)})
             self.recording.append(**step)

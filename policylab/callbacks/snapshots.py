@@ -27,7 +27,9 @@ class PolicySnapshots(Callback):
             raise ValueError(f"every_n_steps must be positive, got {every_n_steps}")
         self.dirpath, self.every_n_steps = Path(dirpath), every_n_steps
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int
+    ) -> None:
         step = trainer.global_step
         if step % self.every_n_steps != 0 or trainer.global_rank != 0:
             return
@@ -39,7 +41,9 @@ class PolicySnapshots(Callback):
             "actor_config": dict(getattr(actor, "config", {})),
             "step": step,
             "env_steps": interaction.env_steps if interaction is not None else 0,
-            "score": float("nan") if evaluation is None or evaluation.last_score is None else float(evaluation.last_score),
+            "score": float("nan")
+            if evaluation is None or evaluation.last_score is None
+            else float(evaluation.last_score),
         }
         self.dirpath.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=self.dirpath, prefix=".snapshot.", suffix=".tmp")

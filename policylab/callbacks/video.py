@@ -18,7 +18,9 @@ def encode_gif(frames: list[np.ndarray], fps: int) -> bytes:
 
     images = [Image.fromarray(frame) for frame in frames]
     buffer = io.BytesIO()
-    images[0].save(buffer, format="GIF", save_all=True, append_images=images[1:], duration=max(1, round(1000 / fps)), loop=0)
+    images[0].save(
+        buffer, format="GIF", save_all=True, append_images=images[1:], duration=max(1, round(1000 / fps)), loop=0
+    )
     return buffer.getvalue()
 
 
@@ -27,7 +29,13 @@ def log_gif(trainer: L.Trainer, tag: str, gif: bytes, height: int, width: int, s
     from lightning.pytorch.loggers import TensorBoardLogger
     from tensorboard.compat.proto.summary_pb2 import Summary
 
-    summary = Summary(value=[Summary.Value(tag=tag, image=Summary.Image(height=height, width=width, colorspace=3, encoded_image_string=gif))])
+    summary = Summary(
+        value=[
+            Summary.Value(
+                tag=tag, image=Summary.Image(height=height, width=width, colorspace=3, encoded_image_string=gif)
+            )
+        ]
+    )
     written = False
     for logger in trainer.loggers:
         if isinstance(logger, TensorBoardLogger):
@@ -57,15 +65,23 @@ class RolloutVideo(Callback):
     ) -> None:
         super().__init__()
         if every_n_steps < 0 or max_frames <= 0 or frame_skip <= 0:
-            raise ValueError(f"RolloutVideo needs every_n_steps >= 0, max_frames > 0, frame_skip > 0; got {every_n_steps}, {max_frames}, {frame_skip}")
+            raise ValueError(
+                f"RolloutVideo needs every_n_steps >= 0, max_frames > 0, frame_skip > 0; got {every_n_steps}, {max_frames}, {frame_skip}"
+            )
         self.every_n_steps, self.max_frames, self.frame_skip = every_n_steps, max_frames, frame_skip
         self.width, self.height, self.fps, self.seed, self.env_id = width, height, fps, seed, env_id
 
     @torch.no_grad()
     def render_episode(self, pl_module: L.LightningModule, env_id: str) -> list[np.ndarray]:
         normalizer = pl_module.obs_normalizer
-        env = make_env(env_id, normalizer.mean.cpu().numpy(), normalizer.std.cpu().numpy(),
-                       render_mode="rgb_array", width=self.width, height=self.height)
+        env = make_env(
+            env_id,
+            normalizer.mean.cpu().numpy(),
+            normalizer.std.cpu().numpy(),
+            render_mode="rgb_array",
+            width=self.width,
+            height=self.height,
+        )
         try:
             obs, _ = env.reset(seed=self.seed)
             frames, step, done = [env.render()], 0, False
@@ -78,7 +94,9 @@ class RolloutVideo(Callback):
         finally:
             env.close()
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int
+    ) -> None:
         if not self.every_n_steps or trainer.global_step % self.every_n_steps != 0 or trainer.global_rank != 0:
             return
         env_id = self.env_id or getattr(trainer.datamodule, "env_id", None)
@@ -89,7 +107,9 @@ class RolloutVideo(Callback):
         try:
             frames = self.render_episode(pl_module, env_id)
         except Exception as err:  # no GL backend on this machine: say so once and stop trying
-            pl_module.print(f"RolloutVideo: rendering {env_id} failed ({type(err).__name__}: {err}); videos are off for this run")
+            pl_module.print(
+                f"RolloutVideo: rendering {env_id} failed ({type(err).__name__}: {err}); videos are off for this run"
+            )
             self.every_n_steps = 0
             return
         finally:

@@ -6,9 +6,9 @@ from policylab.datamodules.d4rl_format import DatasetError, read_d4rl_hdf5, read
 from policylab.datamodules.diffusion import ImageDataError, ImageDataModule, ImagePairDataModule, PromptDataModule
 from policylab.datamodules.offline import OfflineTransitionDataModule
 from policylab.datamodules.preference import PreferenceDataModule
+from policylab.datamodules.replay import ReplayBufferDataModule
 from policylab.datamodules.sft import SFTDataModule
 from policylab.datamodules.text import TextDataError, read_rows
-from policylab.datamodules.replay import ReplayBufferDataModule
 from policylab.datamodules.transition_base import TransitionDataModule
 from policylab.datamodules.transitions import TransitionBatch, TransitionBuffer, build_transitions, episode_returns
 

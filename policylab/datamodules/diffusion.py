@@ -87,7 +87,9 @@ class Row:
     def label(self, column: str = "label_0") -> float:
         value = self.get(column)
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value not in (0, 0.5, 1):
-            raise ImageDataError(f"{self.where(column)}: expected 1 (image 0 preferred), 0 (image 1 preferred) or 0.5 (tie), got {value!r}")
+            raise ImageDataError(
+                f"{self.where(column)}: expected 1 (image 0 preferred), 0 (image 1 preferred) or 0.5 (tie), got {value!r}"
+            )
         return float(value)
 
     def image(self, column: str) -> ImageRef:
@@ -102,7 +104,9 @@ class Row:
             if not path.is_file():
                 raise ImageDataError(f"{self.where(column)}: no image file {path}")
             return ImageRef(path, self.where(column))
-        raise ImageDataError(f"{self.where(column)}: expected encoded image bytes or a path, got {type(value).__name__}")
+        raise ImageDataError(
+            f"{self.where(column)}: expected encoded image bytes or a path, got {type(value).__name__}"
+        )
 
 
 def read_table(path: str | Path, columns: Sequence[str]) -> list[Row]:
@@ -208,7 +212,9 @@ class ImageFileDataModule(L.LightningDataModule):
         if ties == "drop":
             self.ties_dropped[split] = len(rows) - len(items)
             if len(items) < len(rows):
-                rank_zero_info(f"{self.hparams[f'{split}_file']}: dropped {len(rows) - len(items)} of {len(rows)} pairs that are ties (label_0 = 0.5); ties='keep' keeps them")
+                rank_zero_info(
+                    f"{self.hparams[f'{split}_file']}: dropped {len(rows) - len(items)} of {len(rows)} pairs that are ties (label_0 = 0.5); ties='keep' keeps them"
+                )
         return items
 
     def setup(self, stage: str | None = None) -> None:
@@ -217,7 +223,10 @@ class ImageFileDataModule(L.LightningDataModule):
                 items = self.items(read_table(path, self.columns), split)
                 if not items:
                     dropped = self.ties_dropped.get(split)
-                    raise ImageDataError(f"{path}: no usable row" + (f" ({dropped} ties dropped; ties='keep' keeps them)" if dropped else ""))
+                    raise ImageDataError(
+                        f"{path}: no usable row"
+                        + (f" ({dropped} ties dropped; ties='keep' keeps them)" if dropped else "")
+                    )
                 self.data[split] = items
 
     def dataset(self, split: str) -> ImageRows:
@@ -226,14 +235,26 @@ class ImageFileDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         generator = torch.Generator().manual_seed(self.hparams.seed)
         workers = self.hparams.num_workers
-        return DataLoader(self.dataset("train"), batch_size=self.hparams.batch_size, shuffle=True, generator=generator,
-                          drop_last=len(self.data["train"]) >= self.hparams.batch_size, collate_fn=collate,
-                          num_workers=workers, persistent_workers=workers > 0)
+        return DataLoader(
+            self.dataset("train"),
+            batch_size=self.hparams.batch_size,
+            shuffle=True,
+            generator=generator,
+            drop_last=len(self.data["train"]) >= self.hparams.batch_size,
+            collate_fn=collate,
+            num_workers=workers,
+            persistent_workers=workers > 0,
+        )
 
     def val_dataloader(self) -> DataLoader | list:
         if "val" not in self.data:
             return []
-        return DataLoader(self.dataset("val"), batch_size=self.hparams.batch_size, collate_fn=collate, num_workers=self.hparams.num_workers)
+        return DataLoader(
+            self.dataset("val"),
+            batch_size=self.hparams.batch_size,
+            collate_fn=collate,
+            num_workers=self.hparams.num_workers,
+        )
 
 
 class ImagePairDataModule(ImageFileDataModule):
@@ -296,7 +317,11 @@ class ImageDataModule(ImageFileDataModule):
 
     @property
     def columns(self) -> list[str]:
-        return ["caption", "jpg_0", "jpg_1", "label_0"] if self.hparams.from_pairs else ["caption", self.hparams.image_column]
+        return (
+            ["caption", "jpg_0", "jpg_1", "label_0"]
+            if self.hparams.from_pairs
+            else ["caption", self.hparams.image_column]
+        )
 
     def items(self, rows: list[Row], split: str) -> list[dict]:
         if self.hparams.from_pairs:
@@ -316,7 +341,9 @@ class RepeatedPrompts(IterableDataset):
         rank, world = (torch.distributed.get_rank(), torch.distributed.get_world_size()) if distributed else (0, 1)
         position = 0
         for epoch in itertools.count():
-            for index in torch.randperm(len(self.prompts), generator=torch.Generator().manual_seed(self.seed + epoch)).tolist():
+            for index in torch.randperm(
+                len(self.prompts), generator=torch.Generator().manual_seed(self.seed + epoch)
+            ).tolist():
                 if position % world == rank:
                     yield {"caption": self.prompts[index]}
                 position += 1
@@ -331,7 +358,9 @@ class PromptDataModule(L.LightningDataModule):
     is one pass. The val loader gives the val prompts once, in file order.
     """
 
-    def __init__(self, train_file: str, val_file: str | None = None, batch_size: int = 16, seed: int = 0, repeat: bool = True) -> None:
+    def __init__(
+        self, train_file: str, val_file: str | None = None, batch_size: int = 16, seed: int = 0, repeat: bool = True
+    ) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.prompts: dict[str, list[str]] = {}
@@ -366,9 +395,17 @@ class PromptDataModule(L.LightningDataModule):
         if self.hparams.repeat:
             return DataLoader(RepeatedPrompts(prompts, self.hparams.seed), batch_size=batch_size, collate_fn=collate)
         generator = torch.Generator().manual_seed(self.hparams.seed)
-        return DataLoader([{"caption": p} for p in prompts], batch_size=batch_size, shuffle=True, generator=generator, collate_fn=collate)
+        return DataLoader(
+            [{"caption": p} for p in prompts],
+            batch_size=batch_size,
+            shuffle=True,
+            generator=generator,
+            collate_fn=collate,
+        )
 
     def val_dataloader(self) -> DataLoader | list:
         if "val" not in self.prompts:
             return []
-        return DataLoader([{"caption": p} for p in self.prompts["val"]], batch_size=self.hparams.batch_size, collate_fn=collate)
+        return DataLoader(
+            [{"caption": p} for p in self.prompts["val"]], batch_size=self.hparams.batch_size, collate_fn=collate
+        )

@@ -32,7 +32,9 @@ def read_minari(dataset_id: str, download: bool = False) -> tuple[dict[str, np.n
     except Exception as err:  # network errors, unknown remote ids, bad metadata
         raise DatasetError(f"cannot load Minari dataset {dataset_id!r}: {type(err).__name__}: {err}") from err
 
-    parts: dict[str, list[np.ndarray]] = {k: [] for k in ("observations", "next_observations", "actions", "rewards", "terminals", "timeouts")}
+    parts: dict[str, list[np.ndarray]] = {
+        k: [] for k in ("observations", "next_observations", "actions", "rewards", "terminals", "timeouts")
+    }
     for episode in dataset.iterate_episodes():
         obs = np.asarray(episode.observations)
         if not isinstance(episode.observations, np.ndarray) or obs.ndim != 2:

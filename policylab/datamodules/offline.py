@@ -138,9 +138,13 @@ class OfflineTransitionDataModule(TransitionDataModule):
         if self.reward_normalization == "returns":
             spread = returns.max() - returns.min()
             if spread <= 0:
-                raise DatasetError(f"{location}: all episode returns are equal; reward_normalization='returns' needs a spread")
+                raise DatasetError(
+                    f"{location}: all episode returns are equal; reward_normalization='returns' needs a spread"
+                )
             factor = self.max_episode_steps / float(spread)
-        transitions["reward"] = (transitions["reward"] * (factor * self.reward_scale) + self.reward_bias).astype(np.float32)
+        transitions["reward"] = (transitions["reward"] * (factor * self.reward_scale) + self.reward_bias).astype(
+            np.float32
+        )
         env_id = self._env_id or info.get("env_id")
         return {
             "location": location,

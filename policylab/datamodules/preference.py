@@ -42,7 +42,9 @@ class PreferenceDataModule(TokenizedTextDataModule):
         seed: int = 0,
         semantic_model: str | None = None,
     ) -> None:
-        super().__init__(train_file, tokenizer, val_file, batch_size, max_length, max_prompt_length, extra_fields, bad_rows, seed)
+        super().__init__(
+            train_file, tokenizer, val_file, batch_size, max_length, max_prompt_length, extra_fields, bad_rows, seed
+        )
 
     @property
     def row_fields(self) -> list[str]:

@@ -31,6 +31,7 @@ from torch.utils.data import DataLoader
 class TextDataError(ValueError):
     """A text-data file or row that cannot be used; the message names the file and the row."""
 
+
 def read_jsonl(path: str | Path, error: type[ValueError] = TextDataError) -> list[tuple[int, dict[str, Any]]]:
     """``(line number, object)`` of each non-empty line of a JSONL file; a line that is not a
     JSON object raises ``error`` naming the file and the line."""
@@ -223,7 +224,9 @@ class TokenizedTextDataModule(L.LightningDataModule):
 
         digest = hashlib.sha256()
         for row in self._tokenized[split]:
-            digest.update(json.dumps({k: v for k, v in row.items() if k not in self._attached}, sort_keys=True).encode())
+            digest.update(
+                json.dumps({k: v for k, v in row.items() if k not in self._attached}, sort_keys=True).encode()
+            )
         return digest.hexdigest()[:16]
 
     def attach_values(self, split: str, values: dict[str, torch.Tensor]) -> None:
@@ -243,8 +246,14 @@ class TokenizedTextDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         generator = torch.Generator().manual_seed(self.hparams.seed)
-        return DataLoader(self._tokenized["train"], batch_size=self.hparams.batch_size, shuffle=True, generator=generator,
-                          collate_fn=self.collate, drop_last=len(self._tokenized["train"]) >= self.hparams.batch_size)
+        return DataLoader(
+            self._tokenized["train"],
+            batch_size=self.hparams.batch_size,
+            shuffle=True,
+            generator=generator,
+            collate_fn=self.collate,
+            drop_last=len(self._tokenized["train"]) >= self.hparams.batch_size,
+        )
 
     def val_dataloader(self) -> DataLoader | list:
         return self.ordered_dataloader("val") if "val" in self._tokenized else []

@@ -124,7 +124,7 @@ class TransitionBuffer:
     def device(self) -> torch.device:
         return self.data.device
 
-    def to(self, device: torch.device | str) -> "TransitionBuffer":
+    def to(self, device: torch.device | str) -> TransitionBuffer:
         self.data = self.data.to(device)
         return self
 

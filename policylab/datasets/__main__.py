@@ -37,20 +37,32 @@ def record(args: argparse.Namespace) -> None:
         attrs["ref_min_score"], attrs["ref_max_score"] = refs
     write_d4rl_hdf5(out, arrays, attrs)
     score = f", normalized {np.mean(normalized_score(returns, *refs)):.1f}" if refs else ""
-    print(f"wrote {out}: {len(arrays['rewards'])} transitions, {len(returns)} episodes, return {returns.mean():.1f} +- {returns.std():.1f}{score}")
+    print(
+        f"wrote {out}: {len(arrays['rewards'])} transitions, {len(returns)} episodes, return {returns.mean():.1f} +- {returns.std():.1f}{score}"
+    )
 
 
 def build_command(args: argparse.Namespace) -> None:
-    from policylab.datamodules.d4rl_format import DatasetError
     from policylab.data import bundle_dir
+    from policylab.datamodules.d4rl_format import DatasetError
     from policylab.datasets.build import BuildConfig, build
 
     config = BuildConfig(
-        family=args.family, work_dir=args.work_dir or f"data/build/{args.family}", out_dir=args.out, seed=args.seed,
-        sac_steps=args.sac_steps, random_steps=args.random_steps, eval_every=args.eval_every,
-        eval_episodes=args.eval_episodes, pick_episodes=args.pick_episodes, medium_range=tuple(args.medium_range),
-        expert_min_score=args.expert_min_score, rollout_steps=args.rollout_steps, threads=args.threads,
-        minari=args.minari, kinds=tuple(args.kinds),
+        family=args.family,
+        work_dir=args.work_dir or f"data/build/{args.family}",
+        out_dir=args.out,
+        seed=args.seed,
+        sac_steps=args.sac_steps,
+        random_steps=args.random_steps,
+        eval_every=args.eval_every,
+        eval_episodes=args.eval_episodes,
+        pick_episodes=args.pick_episodes,
+        medium_range=tuple(args.medium_range),
+        expert_min_score=args.expert_min_score,
+        rollout_steps=args.rollout_steps,
+        threads=args.threads,
+        minari=args.minari,
+        kinds=tuple(args.kinds),
         policies_from=str(bundle_dir(args.family)) if args.from_bundle else None,
     )
     try:
@@ -83,23 +95,47 @@ def main(argv: list[str] | None = None) -> None:
     default = BuildConfig()
     bld = commands.add_parser("build", help="train SAC and build D4RL-style datasets (resumable)")
     bld.add_argument("family", help="env family: hopper, halfcheetah, walker2d, ant")
-    bld.add_argument("--kinds", nargs="*", default=list(KINDS), choices=KINDS, help="datasets to write (none: only train SAC)")
+    bld.add_argument(
+        "--kinds", nargs="*", default=list(KINDS), choices=KINDS, help="datasets to write (none: only train SAC)"
+    )
     bld.add_argument("--out", default=default.out_dir, help="folder of the hdf5 files (default: data)")
     bld.add_argument("--work-dir", default=None, help="SAC run, snapshots and state (default: data/build/<family>)")
     bld.add_argument("--seed", type=int, default=default.seed)
-    bld.add_argument("--sac-steps", type=int, default=default.sac_steps, help="SAC gradient steps (one env step each, after the random warm-up)")
-    bld.add_argument("--random-steps", type=int, default=default.random_steps, help="uniform-random warm-up steps of SAC")
-    bld.add_argument("--eval-every", type=int, default=default.eval_every, help="steps between evaluations and snapshots")
+    bld.add_argument(
+        "--sac-steps",
+        type=int,
+        default=default.sac_steps,
+        help="SAC gradient steps (one env step each, after the random warm-up)",
+    )
+    bld.add_argument(
+        "--random-steps", type=int, default=default.random_steps, help="uniform-random warm-up steps of SAC"
+    )
+    bld.add_argument(
+        "--eval-every", type=int, default=default.eval_every, help="steps between evaluations and snapshots"
+    )
     bld.add_argument("--eval-episodes", type=int, default=default.eval_episodes)
-    bld.add_argument("--pick-episodes", type=int, default=default.pick_episodes, help="episodes to confirm a picked policy")
-    bld.add_argument("--medium-range", type=float, nargs=2, default=list(default.medium_range), metavar=("LOW", "HIGH"),
-                     help="normalized score range of the medium policy")
+    bld.add_argument(
+        "--pick-episodes", type=int, default=default.pick_episodes, help="episodes to confirm a picked policy"
+    )
+    bld.add_argument(
+        "--medium-range",
+        type=float,
+        nargs=2,
+        default=list(default.medium_range),
+        metavar=("LOW", "HIGH"),
+        help="normalized score range of the medium policy",
+    )
     bld.add_argument("--expert-min-score", type=float, default=default.expert_min_score)
-    bld.add_argument("--rollout-steps", type=int, default=default.rollout_steps, help="steps of random/medium/expert rollouts")
+    bld.add_argument(
+        "--rollout-steps", type=int, default=default.rollout_steps, help="steps of random/medium/expert rollouts"
+    )
     bld.add_argument("--threads", type=int, default=default.threads, help="torch threads")
     bld.add_argument("--minari", action="store_true", help="also write Minari datasets (policylab/<family>/<kind>-v0)")
-    bld.add_argument("--from-bundle", action="store_true",
-                     help="use the policies shipped in policylab/data/<family> instead of a SAC run")
+    bld.add_argument(
+        "--from-bundle",
+        action="store_true",
+        help="use the policies shipped in policylab/data/<family> instead of a SAC run",
+    )
     bld.add_argument("--no-progress", action="store_true")
     exp = commands.add_parser("export", help="copy a build's medium-replay set, policies and card into the package")
     exp.add_argument("family")
@@ -107,7 +143,9 @@ def main(argv: list[str] | None = None) -> None:
     exp.add_argument("--out", default=default.out_dir)
     exp.add_argument("--to", default=None, help="destination (default: policylab/data/<family>)")
     exp.add_argument("--note", default=None, help="a paragraph for the card (how the run went)")
-    exp.add_argument("--sac-steps", type=int, default=None, help="the SAC step of the final policy (default: the build's)")
+    exp.add_argument(
+        "--sac-steps", type=int, default=None, help="the SAC step of the final policy (default: the build's)"
+    )
     rec = commands.add_parser("record", help="record a policy's steps in a D4RL-format hdf5 file")
     rec.add_argument("--env", required=True, help="gymnasium env id, e.g. Hopper-v5")
     rec.add_argument("--policy", choices=["random"], default="random")

@@ -193,13 +193,21 @@ def pick_policies(config: BuildConfig) -> dict:
     final_score = evaluate_snapshot(config, last, config.pick_episodes)
     final = _picked(last, last["path"], final_score)
     expert = final if final_score >= config.expert_min_score else None
-    picked = {"sac_steps": config.sac_steps, "medium": medium, "final": final, "expert": expert, "final_score": final_score}
+    picked = {
+        "sac_steps": config.sac_steps,
+        "medium": medium,
+        "final": final,
+        "expert": expert,
+        "final_score": final_score,
+    }
     _atomic_write_text(picked_file, json.dumps(picked, indent=2))
     return picked
 
 
 # ----------------------------------------------------------------------------- stage 3: datasets
-def rollout_policy(config: BuildConfig, snapshot: dict | None, steps: int, seed: int, progress: bool = True) -> dict[str, np.ndarray]:
+def rollout_policy(
+    config: BuildConfig, snapshot: dict | None, steps: int, seed: int, progress: bool = True
+) -> dict[str, np.ndarray]:
     """Record ``steps`` env steps of a snapshot's stochastic policy (uniform random when None)."""
     from policylab.envs.rollout import record_steps
 
@@ -243,7 +251,9 @@ def dataset_statistics(arrays: dict[str, np.ndarray], env_id: str) -> dict:
     }
 
 
-def make_dataset(config: BuildConfig, kind: str, last_ckpt: Path | None, picked: dict | None, progress: bool = True) -> dict[str, np.ndarray] | None:
+def make_dataset(
+    config: BuildConfig, kind: str, last_ckpt: Path | None, picked: dict | None, progress: bool = True
+) -> dict[str, np.ndarray] | None:
     """The arrays of one dataset kind, or None when its policy does not exist (no expert)."""
     medium = picked and picked["medium"]
     expert = picked and picked["expert"]
@@ -257,11 +267,23 @@ def make_dataset(config: BuildConfig, kind: str, last_ckpt: Path | None, picked:
             arrays["timeouts"][-1] = True  # the buffer stops inside an episode
         return arrays
     if kind == "medium":
-        return rollout_policy(config, torch.load(medium["path"], weights_only=True), config.rollout_steps, seed=config.seed + 2, progress=progress)
+        return rollout_policy(
+            config,
+            torch.load(medium["path"], weights_only=True),
+            config.rollout_steps,
+            seed=config.seed + 2,
+            progress=progress,
+        )
     if expert is None:
         return None
     if kind == "expert":
-        return rollout_policy(config, torch.load(expert["path"], weights_only=True), config.rollout_steps, seed=config.seed + 3, progress=progress)
+        return rollout_policy(
+            config,
+            torch.load(expert["path"], weights_only=True),
+            config.rollout_steps,
+            seed=config.seed + 3,
+            progress=progress,
+        )
     if kind == "medium-expert":
         medium_arrays, _ = read_d4rl_hdf5(config.dataset_path("medium"))
         expert_arrays, _ = read_d4rl_hdf5(config.dataset_path("expert"))
@@ -284,16 +306,23 @@ def build(config: BuildConfig, progress: bool = True, log=print) -> dict[str, di
     last_ckpt = picked = None
     if config.policies_from is not None:
         if "medium-replay" in kinds:
-            raise ValueError("medium-replay is the SAC run's replay buffer: it cannot be regenerated from saved policies")
+            raise ValueError(
+                "medium-replay is the SAC run's replay buffer: it cannot be regenerated from saved policies"
+            )
         picked, needs_sac = bundle_policies(config), False
     if needs_sac:
         log(f"[train] SAC on {config.env_id} for {config.sac_steps} steps in {work / 'sac'}")
         last_ckpt = train_sac(config, progress)
     if needs_sac and kinds:
         picked = pick_policies(config)
-        log(f"[pick] medium: step {picked['medium']['step']} (score {picked['medium']['score']:.1f}); "
-            + (f"expert: step {picked['expert']['step']} (score {picked['expert']['score']:.1f})" if picked["expert"]
-               else f"no expert (final score {picked['final_score']:.1f} < {config.expert_min_score})"))
+        log(
+            f"[pick] medium: step {picked['medium']['step']} (score {picked['medium']['score']:.1f}); "
+            + (
+                f"expert: step {picked['expert']['step']} (score {picked['expert']['score']:.1f})"
+                if picked["expert"]
+                else f"no expert (final score {picked['final_score']:.1f} < {config.expert_min_score})"
+            )
+        )
     written = {}
     for kind in kinds:
         path = config.dataset_path(kind)
@@ -312,8 +341,10 @@ def build(config: BuildConfig, progress: bool = True, log=print) -> dict[str, di
         if config.minari:
             _write_minari_once(config, kind, arrays)
         written[kind] = stats
-        log(f"[{kind}] {stats['transitions']} transitions, {stats['episodes']} episodes, "
-            f"return {stats['return_mean']:.1f} +- {stats['return_std']:.1f}, normalized {stats['normalized_score_mean']:.1f}")
+        log(
+            f"[{kind}] {stats['transitions']} transitions, {stats['episodes']} episodes, "
+            f"return {stats['return_mean']:.1f} +- {stats['return_std']:.1f}, normalized {stats['normalized_score_mean']:.1f}"
+        )
     return written
 
 
@@ -332,7 +363,9 @@ def bundle_policies(config: BuildConfig) -> dict:
     return picked
 
 
-def export_bundle(config: BuildConfig, dest: str | os.PathLike, kinds: tuple[str, ...] = ("medium-replay",), note: str | None = None) -> Path:
+def export_bundle(
+    config: BuildConfig, dest: str | os.PathLike, kinds: tuple[str, ...] = ("medium-replay",), note: str | None = None
+) -> Path:
     """Copy what policylab ships for a built family into ``dest``: the datasets of ``kinds``, the
     medium and final policies (with their re-evaluated scores) and a card (``README.md``)."""
     import shutil
@@ -370,16 +403,19 @@ def dataset_card(config: BuildConfig, picked: dict, stats: dict) -> str:
         "",
         "## Policies",
         "",
-        "| file | SAC step | env steps | normalized score (deterministic, "
-        f"{config.pick_episodes} episodes) |",
+        f"| file | SAC step | env steps | normalized score (deterministic, {config.pick_episodes} episodes) |",
         "|---|---|---|---|",
     ]
     for role in ("medium", "final"):
         entry = picked[role]
         lines.append(f"| {role}_policy.pt | {entry['step']} | {entry['env_steps']} | {entry['score']:.1f} |")
-    lines += ["", "## Datasets", "",
-              "| file | transitions | episodes | return mean | std | min | max | normalized mean | size |",
-              "|---|---|---|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        "## Datasets",
+        "",
+        "| file | transitions | episodes | return mean | std | min | max | normalized mean | size |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for kind, (name, s, size) in stats.items():
         lines.append(
             f"| {name} | {s['transitions']} | {s['episodes']} | {s['return_mean']:.1f} | {s['return_std']:.1f} | "
@@ -390,7 +426,8 @@ def dataset_card(config: BuildConfig, picked: dict, stats: dict) -> str:
         f"`medium-replay` is every env step of the SAC run up to the medium policy (step {picked['medium']['step']}, "
         f"{picked['medium']['env_steps']} env steps, the first {config.random_steps} with uniform random actions).",
         "",
-        "Regenerate " + ("`random`, `medium`, `expert` and `medium-expert`" if picked.get("expert") else "`random` and `medium`")
+        "Regenerate "
+        + ("`random`, `medium`, `expert` and `medium-expert`" if picked.get("expert") else "`random` and `medium`")
         + " from the policies here:",
         "",
         f"    python -m policylab.datasets build {config.family} --from-bundle --kinds random medium"
@@ -406,8 +443,15 @@ def dataset_card(config: BuildConfig, picked: dict, stats: dict) -> str:
 
 def _dataset_attrs(config: BuildConfig, kind: str, picked: dict | None) -> dict:
     ref_min, ref_max = reference_scores(config.env_id)
-    attrs = {"env_id": config.env_id, "kind": kind, "seed": config.seed, "ref_min_score": ref_min, "ref_max_score": ref_max,
-             "builder": "policylab.datasets build", "config": json.dumps(_config_dict(config))}
+    attrs = {
+        "env_id": config.env_id,
+        "kind": kind,
+        "seed": config.seed,
+        "ref_min_score": ref_min,
+        "ref_max_score": ref_max,
+        "builder": "policylab.datasets build",
+        "config": json.dumps(_config_dict(config)),
+    }
     if picked:
         for role in ("medium", "expert"):
             if picked.get(role):
@@ -432,8 +476,14 @@ def _write_minari_once(config: BuildConfig, kind: str, arrays: dict[str, np.ndar
             )
         return
     ref_min, ref_max = reference_scores(config.env_id)
-    write_minari(dataset_id, arrays, config.env_id, ref_min_score=ref_min, ref_max_score=ref_max,
-                 description=f"{config.family} {kind}: built by policylab's SAC (seed {config.seed})")
+    write_minari(
+        dataset_id,
+        arrays,
+        config.env_id,
+        ref_min_score=ref_min,
+        ref_max_score=ref_max,
+        description=f"{config.family} {kind}: built by policylab's SAC (seed {config.seed})",
+    )
 
 
 def _config_dict(config: BuildConfig) -> dict:

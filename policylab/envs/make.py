@@ -21,7 +21,12 @@ def _default_mujoco_gl() -> None:
 _default_mujoco_gl()
 
 # D4RL env family -> the gymnasium MuJoCo env policylab evaluates in.
-GYMNASIUM_ENV_OF_FAMILY = {"hopper": "Hopper-v5", "halfcheetah": "HalfCheetah-v5", "walker2d": "Walker2d-v5", "ant": "Ant-v5"}
+GYMNASIUM_ENV_OF_FAMILY = {
+    "hopper": "Hopper-v5",
+    "halfcheetah": "HalfCheetah-v5",
+    "walker2d": "Walker2d-v5",
+    "ant": "Ant-v5",
+}
 
 
 def check_env_id(env_id: str) -> None:

@@ -12,7 +12,9 @@ import torch
 from torch import Tensor
 
 
-def a2pr_value_target(reward: Tensor, terminal: Tensor, next_q: Tensor, critic_target: Tensor, discount: float) -> Tensor:
+def a2pr_value_target(
+    reward: Tensor, terminal: Tensor, next_q: Tensor, critic_target: Tensor, discount: float
+) -> Tensor:
     """``min(r + gamma * (1 - d) * min_e Q_e(s', a'), y)``: the one-step target with the
     *just-updated* critics ``next_q`` (``[E, B]``, same smoothed ``a'`` as the critic step), capped
     by the critic's own target ``y``."""
@@ -35,7 +37,13 @@ def advantage_filtered_vae_loss(
 
 
 def advantage_guided_bc_loss(
-    policy_action: Tensor, data_action: Tensor, recon_pi: Tensor, q_data: Tensor, q_recon: Tensor, value: Tensor, mask: float
+    policy_action: Tensor,
+    data_action: Tensor,
+    recon_pi: Tensor,
+    q_data: Tensor,
+    q_recon: Tensor,
+    value: Tensor,
+    mask: float,
 ) -> Tensor:
     """The adaptive regularizer ``mean_{b,j}(w * (pi(s) - a_target)^2)``:
 

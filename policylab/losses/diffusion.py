@@ -21,7 +21,9 @@ def denoising_error(prediction: Tensor, target: Tensor) -> Tensor:
     return (prediction.float() - target.float()).pow(2).flatten(1).mean(1)
 
 
-def diffusion_dpo_margin(model_err_w: Tensor, model_err_l: Tensor, ref_err_w: Tensor, ref_err_l: Tensor, beta: float = 5000.0) -> Tensor:
+def diffusion_dpo_margin(
+    model_err_w: Tensor, model_err_l: Tensor, ref_err_w: Tensor, ref_err_l: Tensor, beta: float = 5000.0
+) -> Tensor:
     """The inner term of Diffusion-DPO (Wallace et al., "Diffusion Model Alignment Using Direct
     Preference Optimization", CVPR 2024, eq. 14 with the expectation over ``t`` sampled):
 
@@ -33,7 +35,9 @@ def diffusion_dpo_margin(model_err_w: Tensor, model_err_l: Tensor, ref_err_w: Te
     return -0.5 * beta * ((model_err_w - ref_err_w) - (model_err_l - ref_err_l))
 
 
-def diffusion_dpo_loss(model_err_w: Tensor, model_err_l: Tensor, ref_err_w: Tensor, ref_err_l: Tensor, beta: float = 5000.0) -> Tensor:
+def diffusion_dpo_loss(
+    model_err_w: Tensor, model_err_l: Tensor, ref_err_w: Tensor, ref_err_l: Tensor, beta: float = 5000.0
+) -> Tensor:
     """Diffusion-DPO per pair: ``-log sigma(margin)`` with :func:`diffusion_dpo_margin`; equal to
     ``log 2`` when the model is its reference."""
     return -F.logsigmoid(diffusion_dpo_margin(model_err_w, model_err_l, ref_err_w, ref_err_l, beta))
@@ -73,8 +77,15 @@ def smoothed_preference(score_w: Tensor, score_l: Tensor, low: float = 0.0, high
     return torch.sigmoid((score_w - score_l) / span)
 
 
-def smpo_loss(model_err_w: Tensor, model_err_l: Tensor, ref_err_w: Tensor, ref_err_l: Tensor, preference: Tensor,
-              beta: float = 5000.0, scale: float = 10.0) -> Tensor:
+def smpo_loss(
+    model_err_w: Tensor,
+    model_err_l: Tensor,
+    ref_err_w: Tensor,
+    ref_err_l: Tensor,
+    preference: Tensor,
+    beta: float = 5000.0,
+    scale: float = 10.0,
+) -> Tensor:
     """SmPO per pair: Diffusion-DPO with its margin scaled by ``(2p - 1) * scale`` for the
     smoothed preference ``p`` (the paper's ``(2 alpha - gamma)`` with ``gamma = 1``; the authors'
     code multiplies by a further 10):
@@ -84,8 +95,14 @@ def smpo_loss(model_err_w: Tensor, model_err_l: Tensor, ref_err_w: Tensor, ref_e
     return -F.logsigmoid((2 * preference - 1) * scale * margin)
 
 
-def seppo_loss(model_err_w: Tensor, ref_err_w: Tensor, model_err_s: Tensor, ref_err_s: Tensor, beta: float = 5000.0,
-               criterion: str = "indicator") -> Tensor:
+def seppo_loss(
+    model_err_w: Tensor,
+    ref_err_w: Tensor,
+    model_err_s: Tensor,
+    ref_err_s: Tensor,
+    beta: float = 5000.0,
+    criterion: str = "indicator",
+) -> Tensor:
     """SePPO per sample (arXiv 2410.05255, "SePPO: Semi-Policy Preference Optimization for Diffusion
     Alignment", 2024): the winning image ``w`` against a sample ``s`` that a reference
     checkpoint generated for the same caption, all errors under one shared noise and timestep.

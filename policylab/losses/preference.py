@@ -20,7 +20,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
-def log_ratios(policy_chosen: Tensor, policy_rejected: Tensor, ref_chosen: Tensor, ref_rejected: Tensor) -> tuple[Tensor, Tensor]:
+def log_ratios(
+    policy_chosen: Tensor, policy_rejected: Tensor, ref_chosen: Tensor, ref_rejected: Tensor
+) -> tuple[Tensor, Tensor]:
     """``(r_w, r_l)``: the policy-to-reference log-ratios of the chosen and rejected responses."""
     return policy_chosen - ref_chosen, policy_rejected - ref_rejected
 
@@ -73,7 +75,9 @@ def nca_loss(chosen_ratio: Tensor, rejected_ratio: Tensor, beta: float = 0.1) ->
     return -F.logsigmoid(r_w) - 0.5 * F.logsigmoid(-r_w) - 0.5 * F.logsigmoid(-r_l)
 
 
-def bco_pair_loss(chosen_ratio: Tensor, rejected_ratio: Tensor, beta: float = 0.1, delta: Tensor | float = 0.0) -> Tensor:
+def bco_pair_loss(
+    chosen_ratio: Tensor, rejected_ratio: Tensor, beta: float = 0.1, delta: Tensor | float = 0.0
+) -> Tensor:
     """BCO on pairs (Jung et al., 2024, "Binary Classifier Optimization"): each response
     classified by its reward ``r = beta * log-ratio`` against the shift ``delta``:
     ``-log sigma(r_w - delta) - log sigma(-(r_l - delta))``. ``delta`` is the mean over the
@@ -93,7 +97,9 @@ def sppo_loss(
     ``(r_w - (P_w - 1/2) / beta)^2 + (r_l - (P_l - 1/2) / beta)^2``, where ``P`` is the estimated
     probability that the response beats the current policy. The defaults ``P_w = 1, P_l = 0``
     are TRL's ``sppo_hard``; the authors' code halves the sum (the same minimizer)."""
-    return (chosen_ratio - (chosen_win_rate - 0.5) / beta) ** 2 + (rejected_ratio - (rejected_win_rate - 0.5) / beta) ** 2
+    return (chosen_ratio - (chosen_win_rate - 0.5) / beta) ** 2 + (
+        rejected_ratio - (rejected_win_rate - 0.5) / beta
+    ) ** 2
 
 
 def rpo_loss(

@@ -48,10 +48,14 @@ def general_preference_score(v_i: Tensor, v_j: Tensor, eigenvalues: Tensor) -> T
     probabilities ``sigma(s / tau)`` of the two orders sum to one.
     """
     if v_i.shape[-1] % 2 or v_j.shape[-1] != v_i.shape[-1]:
-        raise ValueError(f"preference embeddings need one even last dimension 2k, got {tuple(v_i.shape)} and {tuple(v_j.shape)}")
+        raise ValueError(
+            f"preference embeddings need one even last dimension 2k, got {tuple(v_i.shape)} and {tuple(v_j.shape)}"
+        )
     k = v_i.shape[-1] // 2
     if eigenvalues.shape[-1] != k:
-        raise ValueError(f"eigenvalues {tuple(eigenvalues.shape)} need last dimension k = {k} for embeddings of size {2 * k}")
+        raise ValueError(
+            f"eigenvalues {tuple(eigenvalues.shape)} need last dimension k = {k} for embeddings of size {2 * k}"
+        )
     a, b = v_i.unflatten(-1, (k, 2)), v_j.unflatten(-1, (k, 2))
     return (eigenvalues * (a[..., 0] * b[..., 1] - a[..., 1] * b[..., 0])).sum(-1)
 

@@ -7,9 +7,7 @@ import torch
 from torch import Tensor
 
 
-def smoothed_target_action(
-    next_action: Tensor, noise_std: float, noise_clip: float, max_action: float
-) -> Tensor:
+def smoothed_target_action(next_action: Tensor, noise_std: float, noise_clip: float, max_action: float) -> Tensor:
     """Target policy smoothing: ``clip(mu'(s') + clip(eps, -c, c), -a_max, a_max)``, ``eps ~ N(0, sigma^2)``.
 
     ``noise_std`` and ``noise_clip`` are absolute (TD3+BC passes ``0.2 * max_action`` and

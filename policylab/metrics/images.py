@@ -44,13 +44,18 @@ class CLIPScore(Metric):
     def scores(self, images: Tensor, captions: list[str]) -> Tensor:
         """Per-image scores ``[N]``."""
         if images.dim() != 4 or len(images) != len(captions):
-            raise ValueError(f"expected N images [N, 3, H, W] and N captions, got {tuple(images.shape)} and {len(captions)}")
+            raise ValueError(
+                f"expected N images [N, 3, H, W] and N captions, got {tuple(images.shape)} and {len(captions)}"
+            )
         device = next(self.model.parameters()).device
         pixels = self.processor(images=list(images.cpu()), return_tensors="pt")["pixel_values"].to(device)
         text = self.processor(text=list(captions), return_tensors="pt", padding=True, truncation=True)
         image_embedding = _features(self.model.get_image_features(pixel_values=pixels))
-        text_embedding = _features(self.model.get_text_features(input_ids=text["input_ids"].to(device),
-                                                                attention_mask=text["attention_mask"].to(device)))
+        text_embedding = _features(
+            self.model.get_text_features(
+                input_ids=text["input_ids"].to(device), attention_mask=text["attention_mask"].to(device)
+            )
+        )
         cosine = torch.nn.functional.cosine_similarity(image_embedding, text_embedding, dim=-1)
         return 100 * cosine.clamp(min=0)
 

@@ -34,7 +34,9 @@ class _PairFraction(Metric):
 
     def _count(self, first: Tensor, second: Tensor) -> None:
         if first.shape != second.shape:
-            raise ValueError(f"{type(self).__name__}: the two sides have shapes {tuple(first.shape)} and {tuple(second.shape)}")
+            raise ValueError(
+                f"{type(self).__name__}: the two sides have shapes {tuple(first.shape)} and {tuple(second.shape)}"
+            )
         self.wins += (first > second).sum() + self.tie_credit * (first == second).sum()
         self.pairs += first.numel()
 
@@ -59,7 +61,13 @@ class RankingAccuracy(_PairFraction):
         super().__init__(**kwargs)
         self.length_normalized = length_normalized
 
-    def update(self, chosen_logp: Tensor, rejected_logp: Tensor, chosen_tokens: Tensor | None = None, rejected_tokens: Tensor | None = None) -> None:
+    def update(
+        self,
+        chosen_logp: Tensor,
+        rejected_logp: Tensor,
+        chosen_tokens: Tensor | None = None,
+        rejected_tokens: Tensor | None = None,
+    ) -> None:
         if self.length_normalized:
             if chosen_tokens is None or rejected_tokens is None:
                 raise ValueError("RankingAccuracy(length_normalized=True) needs chosen_tokens and rejected_tokens")
@@ -83,7 +91,9 @@ class IdealizedRankingAccuracy(_PairFraction):
             raise ValueError(f"beta must be positive, got {beta}")
         self.beta = beta
 
-    def update(self, ref_chosen_logp: Tensor, ref_rejected_logp: Tensor, preference_probability: Tensor | float = 1.0) -> None:
+    def update(
+        self, ref_chosen_logp: Tensor, ref_rejected_logp: Tensor, preference_probability: Tensor | float = 1.0
+    ) -> None:
         alpha = torch.as_tensor(preference_probability, dtype=ref_chosen_logp.dtype, device=ref_chosen_logp.device)
         if ((alpha < 0) | (alpha > 1)).any():
             raise ValueError("IdealizedRankingAccuracy: preference_probability must lie in [0, 1]")

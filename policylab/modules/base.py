@@ -7,12 +7,12 @@ import warnings
 from collections.abc import Iterator
 
 import lightning as L
+import numpy as np
+import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.strategies import SingleDeviceStrategy
 from lightning.pytorch.utilities import rank_zero_warn
 from lightning.pytorch.utilities.model_helpers import is_overridden
-import numpy as np
-import torch
 from torch import Tensor, nn
 
 from policylab.nn.normalization import ObservationNormalizer
@@ -63,10 +63,14 @@ class RLModule(L.LightningModule):
     #: eager steps before the first CUDA graph is recorded (optimizer state, cuBLAS workspaces)
     cuda_graph_warmup_steps: int = 3
 
-    def __init__(self, obs_dim: int, compile: bool = False, compile_mode: str | None = None, cuda_graph: bool = False) -> None:
+    def __init__(
+        self, obs_dim: int, compile: bool = False, compile_mode: str | None = None, cuda_graph: bool = False
+    ) -> None:
         super().__init__()
         if compile and cuda_graph:
-            raise ValueError("choose one of compile=True and cuda_graph=True (for CUDA graphs with torch.compile use compile_mode='reduce-overhead')")
+            raise ValueError(
+                "choose one of compile=True and cuda_graph=True (for CUDA graphs with torch.compile use compile_mode='reduce-overhead')"
+            )
         self.automatic_optimization = False
         self.obs_normalizer = ObservationNormalizer(obs_dim)
         self.compile_losses, self.compile_mode, self._compiled = compile, compile_mode, False
@@ -174,7 +178,9 @@ class RLModule(L.LightningModule):
         key = (update_actor, log)
         if key not in self._graphs:
             if self.trainer.lr_scheduler_configs:
-                raise ValueError(f"{type(self).__name__}: cuda_graph=True does not support learning-rate schedules (they would be frozen in the graph)")
+                raise ValueError(
+                    f"{type(self).__name__}: cuda_graph=True does not support learning-rate schedules (they would be frozen in the graph)"
+                )
             for optimizer in self.trainer.optimizers:  # fused Adam keeps its step count on the device
                 for group in optimizer.param_groups:
                     group["capturable"] = True

@@ -35,8 +35,13 @@ class SentenceEmbedder:
     def __call__(self, texts: Sequence[str]) -> Tensor:
         out = []
         for start in range(0, len(texts), self.batch_size):
-            tokens = self.tokenizer(list(texts[start : start + self.batch_size]), return_tensors="pt", padding=True,
-                                    truncation=True, max_length=self.max_length)
+            tokens = self.tokenizer(
+                list(texts[start : start + self.batch_size]),
+                return_tensors="pt",
+                padding=True,
+                truncation=True,
+                max_length=self.max_length,
+            )
             hidden = self.model(**tokens).last_hidden_state
             mask = tokens["attention_mask"].unsqueeze(-1).to(hidden.dtype)
             out.append((hidden * mask).sum(1) / mask.sum(1).clamp_min(1))

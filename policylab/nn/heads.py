@@ -12,7 +12,9 @@ from torch import Tensor, nn
 def gather_token(hidden_states: Tensor, index: Tensor) -> Tensor:
     """``hidden_states[b, index[b]]`` for every row: ``[B, T, H]`` and ``[B]`` -> ``[B, H]``."""
     if hidden_states.dim() != 3 or index.shape != hidden_states.shape[:1]:
-        raise ValueError(f"expected hidden_states [B, T, H] and index [B], got {tuple(hidden_states.shape)} and {tuple(index.shape)}")
+        raise ValueError(
+            f"expected hidden_states [B, T, H] and index [B], got {tuple(hidden_states.shape)} and {tuple(index.shape)}"
+        )
     return hidden_states.gather(1, index.view(-1, 1, 1).expand(-1, 1, hidden_states.shape[-1])).squeeze(1)
 
 
@@ -28,7 +30,9 @@ def last_token_hidden(hidden_states: Tensor, attention_mask: Tensor) -> Tensor:
     the token that has read the whole prompt and response (the EOS the datamodules append), so
     what a reward head reads there depends on all of it and on no padding."""
     if attention_mask.shape != hidden_states.shape[:2]:
-        raise ValueError(f"attention_mask {tuple(attention_mask.shape)} must match hidden_states {tuple(hidden_states.shape[:2])} on [batch, length]")
+        raise ValueError(
+            f"attention_mask {tuple(attention_mask.shape)} must match hidden_states {tuple(hidden_states.shape[:2])} on [batch, length]"
+        )
     return gather_token(hidden_states, last_token_index(attention_mask))
 
 

@@ -43,8 +43,12 @@ class TanhGaussianActor(nn.Module):
         self.net = mlp(obs_dim, 2 * action_dim, hidden_dims)
         # constructor arguments, saved next to the weights in policy snapshots
         self.config = {
-            "obs_dim": obs_dim, "action_dim": action_dim, "max_action": self.max_action,
-            "hidden_dims": list(hidden_dims), "log_std_min": log_std_min, "log_std_max": log_std_max,
+            "obs_dim": obs_dim,
+            "action_dim": action_dim,
+            "max_action": self.max_action,
+            "hidden_dims": list(hidden_dims),
+            "log_std_min": log_std_min,
+            "log_std_max": log_std_max,
         }
 
     def mean_and_log_std(self, obs: Tensor) -> tuple[Tensor, Tensor]:

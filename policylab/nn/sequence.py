@@ -45,7 +45,9 @@ def _forward_takes_logits_to_keep(model_class: type) -> bool:
     return "logits_to_keep" in inspect.signature(model_class.forward).parameters
 
 
-def model_completion_log_probs(model, input_ids: Tensor, attention_mask: Tensor, completion_mask: Tensor) -> tuple[Tensor, Tensor]:
+def model_completion_log_probs(
+    model, input_ids: Tensor, attention_mask: Tensor, completion_mask: Tensor
+) -> tuple[Tensor, Tensor]:
     """:func:`completion_log_probs` of a causal LM's forward over ``input_ids``, computing the
     LM head only from the position before the batch's first completion token on (HF's
     ``logits_to_keep``, where the model takes it): prompt positions never become ``[V]``-wide

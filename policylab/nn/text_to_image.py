@@ -31,7 +31,9 @@ class TextToImage(nn.Module):
     the text encoder's hidden states; the text encoder and VAE stay frozen (the methods train
     the UNet). Images are float tensors in ``[-1, 1]``, ``[B, C, H, W]``."""
 
-    def __init__(self, unet: nn.Module, text_encoder: nn.Module, tokenizer, scheduler, vae: nn.Module | None = None) -> None:
+    def __init__(
+        self, unet: nn.Module, text_encoder: nn.Module, tokenizer, scheduler, vae: nn.Module | None = None
+    ) -> None:
         super().__init__()
         self.unet, self.text_encoder, self.vae = unet, text_encoder.requires_grad_(False).eval(), vae
         if vae is not None:
@@ -49,7 +51,9 @@ class TextToImage(nn.Module):
         path = Path(path)
         missing = [name for name in ("unet", "text_encoder", "tokenizer", "scheduler") if not (path / name).is_dir()]
         if missing:
-            raise FileNotFoundError(f"{path}: not a text-to-image pipeline folder, missing {', '.join(m + '/' for m in missing)}")
+            raise FileNotFoundError(
+                f"{path}: not a text-to-image pipeline folder, missing {', '.join(m + '/' for m in missing)}"
+            )
         scheduler_config = diffusers.DDPMScheduler.load_config(path / "scheduler")
         scheduler_class = getattr(diffusers, scheduler_config.get("_class_name", ""), diffusers.DDPMScheduler)
         vae = diffusers.AutoencoderKL.from_pretrained(path / "vae") if (path / "vae").is_dir() else None
@@ -85,8 +89,13 @@ class TextToImage(nn.Module):
     def encode_text(self, captions: list[str]) -> Tensor:
         """Hidden states ``[B, L, D]`` of the frozen text encoder (padded to the tokenizer's
         ``model_max_length``); ``""`` is the unconditional caption."""
-        tokens = self.tokenizer(list(captions), padding="max_length", truncation=True,
-                                max_length=self.tokenizer.model_max_length, return_tensors="pt")
+        tokens = self.tokenizer(
+            list(captions),
+            padding="max_length",
+            truncation=True,
+            max_length=self.tokenizer.model_max_length,
+            return_tensors="pt",
+        )
         return self.text_encoder(tokens.input_ids.to(self.alphas_cumprod.device))[0]
 
     @torch.no_grad()
@@ -139,8 +148,16 @@ class TextToImage(nn.Module):
         abar = self.alphas_cumprod[t].view(-1, *([1] * (x_t.dim() - 1)))
         return (1 - abar).sqrt() * x_t + abar.sqrt() * prediction
 
-    def guided(self, x_t: Tensor, t: Tensor, text: Tensor, empty: Tensor, guidance_scale: float,
-               unet: nn.Module | None = None, negative_unet: nn.Module | None = None) -> Tensor:
+    def guided(
+        self,
+        x_t: Tensor,
+        t: Tensor,
+        text: Tensor,
+        empty: Tensor,
+        guidance_scale: float,
+        unet: nn.Module | None = None,
+        negative_unet: nn.Module | None = None,
+    ) -> Tensor:
         """Classifier-free guidance: ``u + w (c - u)`` with ``c`` the conditional prediction of
         ``unet`` and ``u`` the unconditional one of ``negative_unet`` (default ``unet``, the
         usual CFG; another UNet is Self-NPO's negative model)."""
@@ -220,20 +237,45 @@ def build_tiny_text_to_image(
     tokenizer.normalizer = normalizers.Lowercase()
     tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
     tokenizer.post_processor = processors.TemplateProcessing(
-        single="<bos> $A <eos>", special_tokens=[("<bos>", vocab["<bos>"]), ("<eos>", vocab["<eos>"])])
-    fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token="<bos>", eos_token="<eos>",
-                                   pad_token="<pad>", unk_token="<unk>", model_max_length=8)
+        single="<bos> $A <eos>", special_tokens=[("<bos>", vocab["<bos>"]), ("<eos>", vocab["<eos>"])]
+    )
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        bos_token="<bos>",
+        eos_token="<eos>",
+        pad_token="<pad>",
+        unk_token="<unk>",
+        model_max_length=8,
+    )
     torch.manual_seed(seed)
-    text_encoder = CLIPTextModel(CLIPTextConfig(
-        vocab_size=len(vocab), hidden_size=text_dim, intermediate_size=2 * text_dim, num_hidden_layers=2,
-        num_attention_heads=2, max_position_embeddings=fast.model_max_length,
-        pad_token_id=vocab["<pad>"], bos_token_id=vocab["<bos>"], eos_token_id=vocab["<eos>"]))
+    text_encoder = CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=len(vocab),
+            hidden_size=text_dim,
+            intermediate_size=2 * text_dim,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            max_position_embeddings=fast.model_max_length,
+            pad_token_id=vocab["<pad>"],
+            bos_token_id=vocab["<bos>"],
+            eos_token_id=vocab["<eos>"],
+        )
+    )
     unet = diffusers.UNet2DConditionModel(
-        sample_size=image_size, in_channels=3, out_channels=3, layers_per_block=1,
-        block_out_channels=channels, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=text_dim,
-        attention_head_dim=8, norm_num_groups=8)
-    scheduler = diffusers.DDPMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", prediction_type="epsilon")
+        sample_size=image_size,
+        in_channels=3,
+        out_channels=3,
+        layers_per_block=1,
+        block_out_channels=channels,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=text_dim,
+        attention_head_dim=8,
+        norm_num_groups=8,
+    )
+    scheduler = diffusers.DDPMScheduler(
+        num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", prediction_type="epsilon"
+    )
     model = TextToImage(unet, text_encoder, fast, scheduler)
     if directory is not None:
         model.save_pretrained(directory)

@@ -40,7 +40,9 @@ class ConditionalVAE(nn.Module):
 
     def decode(self, obs: Tensor, z: Tensor | None = None) -> Tensor:
         if z is None:
-            z = torch.randn(obs.shape[0], self.latent_dim, device=obs.device, dtype=obs.dtype).clamp(-self.latent_clip, self.latent_clip)
+            z = torch.randn(obs.shape[0], self.latent_dim, device=obs.device, dtype=obs.dtype).clamp(
+                -self.latent_clip, self.latent_clip
+            )
         return self.max_action * torch.tanh(self.decoder(torch.cat([obs, z], dim=-1)))
 
     def forward(self, obs: Tensor, action: Tensor) -> tuple[Tensor, Tensor, Tensor]:

@@ -32,9 +32,13 @@ def build_tokenizer(directory: str | Path | None = None):
     vocab = {token: i for i, token in enumerate(SPECIAL_TOKENS + CHARACTERS)}
     tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     tokenizer.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
-    tokenizer.post_processor = processors.TemplateProcessing(single="<bos> $A", special_tokens=[("<bos>", vocab["<bos>"])])
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="<bos> $A", special_tokens=[("<bos>", vocab["<bos>"])]
+    )
     tokenizer.decoder = decoders.Fuse()
-    fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>", unk_token="<unk>")
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>", unk_token="<unk>"
+    )
     if directory is not None:
         fast.save_pretrained(str(directory))
     return fast
@@ -195,9 +199,13 @@ def main() -> None:
     parser.add_argument("--correct-fraction", type=float, default=0.3, help="right answers among the SFT rows")
     parser.add_argument("--pairs", type=int, default=20_000)
     parser.add_argument("--flip-rate", type=float, default=0.0)
-    parser.add_argument("--mistake", choices=MISTAKES, default="flipped_carry", help="what a wrong answer is (AdditionTask)")
+    parser.add_argument(
+        "--mistake", choices=MISTAKES, default="flipped_carry", help="what a wrong answer is (AdditionTask)"
+    )
     parser.add_argument("--eval-rows", type=int, default=500)
-    parser.add_argument("--val-pairs", type=int, default=1000, help="held-out pairs with clean labels (val_pairs.jsonl)")
+    parser.add_argument(
+        "--val-pairs", type=int, default=1000, help="held-out pairs with clean labels (val_pairs.jsonl)"
+    )
     args = parser.parse_args()
     out = Path(args.out)
     build_tokenizer(out / "tokenizer")

@@ -68,7 +68,9 @@ def draw(shape: str, color: str, size: int = 32, rng: random.Random | None = Non
     elif shape == "square":
         pen.rectangle(box, fill=COLORS[color])
     else:
-        pen.polygon([(x0, y0 + side - 1), (x0 + side - 1, y0 + side - 1), (x0 + (side - 1) / 2, y0)], fill=COLORS[color])
+        pen.polygon(
+            [(x0, y0 + side - 1), (x0 + side - 1, y0 + side - 1), (x0 + (side - 1) / 2, y0)], fill=COLORS[color]
+        )
     return np.asarray(image, dtype=np.uint8)
 
 
@@ -201,16 +203,25 @@ def write_dataset(
             rows[f"score_{side}"].append(image_reward(image, text))
     _write_parquet(out / "pairs.parquet", rows)
 
-    for name, lines in (("prompts.txt", ShapesTask(size, _stream(seed, "prompts")).prompts(prompts)),
-                        ("eval_prompts.txt", eval_prompt_list(eval_prompts))):
+    for name, lines in (
+        ("prompts.txt", ShapesTask(size, _stream(seed, "prompts")).prompts(prompts)),
+        ("eval_prompts.txt", eval_prompt_list(eval_prompts)),
+    ):
         _write_atomic(out / name, lambda tmp, lines=lines: tmp.write_text("".join(line + "\n" for line in lines)))
     if model:
         build_model(out / "model", size=size, seed=seed)
     return out
 
 
-def write_model_pairs(pipeline: str | Path, out_file: str | Path, prompts: list[str], seed: int = 0,
-                      num_inference_steps: int = 20, guidance_scale: float = 3.0, batch_size: int = 64) -> Path:
+def write_model_pairs(
+    pipeline: str | Path,
+    out_file: str | Path,
+    prompts: list[str],
+    seed: int = 0,
+    num_inference_steps: int = 20,
+    guidance_scale: float = 3.0,
+    batch_size: int = 64,
+) -> Path:
     """Pairs in the Pick-a-Pic layout from a model's own samples, as Pick-a-Pic's are: two images
     per prompt (seeds ``seed + 2i`` and ``seed + 2i + 1``) from the text-to-image ``pipeline``,
     labelled by :func:`image_reward` (``label_0`` 1 or 0, 0.5 for a tie; ``score_0``/``score_1``
@@ -223,7 +234,7 @@ def write_model_pairs(pipeline: str | Path, out_file: str | Path, prompts: list[
     model = TextToImage.from_pretrained(pipeline).eval()
     rows: dict[str, list] = {"caption": [], "jpg_0": [], "jpg_1": [], "label_0": [], "score_0": [], "score_1": []}
     for start in range(0, len(prompts), batch_size):
-        chunk = prompts[start: start + batch_size]
+        chunk = prompts[start : start + batch_size]
         seeds = [seed + 2 * (start + i) + side for side in (0, 1) for i in range(len(chunk))]
         with torch.no_grad():
             images = to_uint8(model.sample(chunk + chunk, seeds, num_inference_steps, guidance_scale))
@@ -250,7 +261,9 @@ def build_model(directory: str | Path | None = None, size: int = 16, seed: int =
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description="Write the shapes task's data: pretraining images, image pairs, prompts.")
+    parser = argparse.ArgumentParser(
+        description="Write the shapes task's data: pretraining images, image pairs, prompts."
+    )
     parser.add_argument("--out", default="data/shapes")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--pretrain", type=int, default=4000, help="rows of pretrain.parquet")
@@ -258,10 +271,19 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=512, help="lines of prompts.txt")
     parser.add_argument("--eval-prompts", type=int, default=192, help="lines of eval_prompts.txt")
     parser.add_argument("--size", type=int, default=16, help="image side in pixels")
-    parser.add_argument("--pretrain-mismatch", type=float, default=0.3, help="share of pretraining images that do not match their caption")
+    parser.add_argument(
+        "--pretrain-mismatch",
+        type=float,
+        default=0.3,
+        help="share of pretraining images that do not match their caption",
+    )
     parser.add_argument("--no-model", action="store_true", help="do not write the untrained model to <out>/model")
-    parser.add_argument("--pairs-from", metavar="PIPELINE", help="instead: write <out>/model_pairs.parquet from this model's "
-                        "samples for the prompts of <out>/prompts.txt (two per prompt, labelled by the reward)")
+    parser.add_argument(
+        "--pairs-from",
+        metavar="PIPELINE",
+        help="instead: write <out>/model_pairs.parquet from this model's "
+        "samples for the prompts of <out>/prompts.txt (two per prompt, labelled by the reward)",
+    )
     parser.add_argument("--repeat", type=int, default=4, help="with --pairs-from: pairs per prompt")
     args = parser.parse_args()
     if args.pairs_from:
@@ -271,10 +293,21 @@ def main() -> None:
         out = write_model_pairs(args.pairs_from, Path(args.out) / "model_pairs.parquet", prompts, seed=args.seed)
         print(f"wrote {out} ({len(prompts)} pairs, ties included)")
         return
-    out = write_dataset(args.out, args.seed, args.pretrain, args.pairs, args.prompts, args.eval_prompts, args.size,
-                        args.pretrain_mismatch, model=not args.no_model)
-    print(f"wrote {out}/pretrain.parquet ({args.pretrain} rows), pairs.parquet ({args.pairs}), "
-          f"prompts.txt ({args.prompts}), eval_prompts.txt ({args.eval_prompts})")
+    out = write_dataset(
+        args.out,
+        args.seed,
+        args.pretrain,
+        args.pairs,
+        args.prompts,
+        args.eval_prompts,
+        args.size,
+        args.pretrain_mismatch,
+        model=not args.no_model,
+    )
+    print(
+        f"wrote {out}/pretrain.parquet ({args.pretrain} rows), pairs.parquet ({args.pairs}), "
+        f"prompts.txt ({args.prompts}), eval_prompts.txt ({args.eval_prompts})"
+    )
 
 
 if __name__ == "__main__":

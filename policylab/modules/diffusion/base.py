@@ -90,8 +90,9 @@ class DiffusionModule(L.LightningModule):
         t = self.model.random_timesteps(len(x0)) if t is None else t
         return self.model.add_noise(x0, noise, t), t, self.model.target(x0, noise, t)
 
-    def sample(self, captions: list[str], seed: int | list[int] = 0, num_inference_steps: int = 20,
-               guidance_scale: float = 3.0) -> Tensor:
+    def sample(
+        self, captions: list[str], seed: int | list[int] = 0, num_inference_steps: int = 20, guidance_scale: float = 3.0
+    ) -> Tensor:
         """Images of the current model (what evaluation scores; Self-NPO overrides it to guide
         with its negative model)."""
         return self.model.sample(captions, seed, num_inference_steps, guidance_scale)
@@ -104,8 +105,14 @@ class DiffusionModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         if (folder := self.pipeline_folder()) is None:
             return
-        unet, unet_state = self.model.unet, {k[len("model.unet."):]: v for k, v in checkpoint.get("state_dict", {}).items()
-                                              if k.startswith("model.unet.")}
+        unet, unet_state = (
+            self.model.unet,
+            {
+                k[len("model.unet.") :]: v
+                for k, v in checkpoint.get("state_dict", {}).items()
+                if k.startswith("model.unet.")
+            },
+        )
         if self.uses_lora:  # write a plain UNet with the adapters merged in
             unet = copy.deepcopy(unet)
             unet.load_state_dict(unet_state)
@@ -113,5 +120,6 @@ class DiffusionModule(L.LightningModule):
             unet.unload_lora()
             unet_state = None
         with quiet_progress_bars():
-            TextToImage(unet, self.model.text_encoder, self.model.tokenizer, self.model.scheduler,
-                        self.model.vae).save_pretrained(folder, unet_state=unet_state or None)
+            TextToImage(
+                unet, self.model.text_encoder, self.model.tokenizer, self.model.scheduler, self.model.vae
+            ).save_pretrained(folder, unet_state=unet_state or None)

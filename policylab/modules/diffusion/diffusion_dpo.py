@@ -24,8 +24,14 @@ class DiffusionDPO(DiffusionModule):
     ``train/implicit_accuracy`` (share of pairs with a positive margin), and the model's and
     reference's error gaps ``train/model_diff``, ``train/ref_diff``."""
 
-    def __init__(self, model: Any, beta: float = 5000.0, lr: float = 1e-5, weight_decay: float = 0.0,
-                 lora: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        model: Any,
+        beta: float = 5000.0,
+        lr: float = 1e-5,
+        weight_decay: float = 0.0,
+        lora: dict[str, Any] | None = None,
+    ) -> None:
         super().__init__(model, lora, reference=True)
         self.save_hyperparameters(ignore=[] if isinstance(model, str) else ["model"])
 
@@ -62,9 +68,16 @@ class DiffusionDPO(DiffusionModule):
         loss, margin, stats = self.loss_and_margin(batch)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"{type(self).__name__}: non-finite loss at step {self.global_step}")
-        self.log_dict({f"{prefix}/loss": loss, f"{prefix}/implicit_accuracy": implicit_accuracy(margin.detach()),
-                       **{f"{prefix}/{k}": v for k, v in stats.items()}},
-                      prog_bar=prefix == "train", batch_size=len(margin), sync_dist=prefix == "val")
+        self.log_dict(
+            {
+                f"{prefix}/loss": loss,
+                f"{prefix}/implicit_accuracy": implicit_accuracy(margin.detach()),
+                **{f"{prefix}/{k}": v for k, v in stats.items()},
+            },
+            prog_bar=prefix == "train",
+            batch_size=len(margin),
+            sync_dist=prefix == "val",
+        )
         return loss
 
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:

@@ -31,9 +31,17 @@ class DiffusionDRO(DiffusionModule):
     and the policy side sets where the hinge stops (training at ``sync_every=16`` optimizer
     steps pushes the model away from its own samples and collapses it, benchmarks/RESULTS.md)."""
 
-    def __init__(self, model: Any, margin: float = 0.001, sync_every: int = 1, num_inference_steps: int = 20,
-                 sampling_guidance: float = 1.0, lr: float = 1e-4, weight_decay: float = 0.0,
-                 lora: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        model: Any,
+        margin: float = 0.001,
+        sync_every: int = 1,
+        num_inference_steps: int = 20,
+        sampling_guidance: float = 1.0,
+        lr: float = 1e-4,
+        weight_decay: float = 0.0,
+        lora: dict[str, Any] | None = None,
+    ) -> None:
         super().__init__(model, lora, reference=True)
         self.save_hyperparameters(ignore=[] if isinstance(model, str) else ["model"])
         self.sampler = frozen_copy(self.model.unet).eval()
@@ -50,8 +58,14 @@ class DiffusionDRO(DiffusionModule):
         if self.global_step % self.hparams.sync_every == 0:
             self.sampler.load_state_dict(self.model.unet.state_dict())
         seeds = torch.randint(0, 2**31 - 1, (len(captions),)).tolist()
-        _, states = self.model.sample(captions, seeds, self.hparams.num_inference_steps, self.hparams.sampling_guidance,
-                                      unet=self.sampler, trajectory=True)
+        _, states = self.model.sample(
+            captions,
+            seeds,
+            self.hparams.num_inference_steps,
+            self.hparams.sampling_guidance,
+            unet=self.sampler,
+            trajectory=True,
+        )
         pick = torch.randint(0, len(states), (len(captions),)).tolist()
         x_t = torch.stack([states[k][0][i] for i, k in enumerate(pick)])
         t = torch.stack([states[k][1][i] for i, k in enumerate(pick)])
@@ -70,8 +84,14 @@ class DiffusionDRO(DiffusionModule):
             ref_err = denoising_error(self.model.predict(inputs, steps, texts, reference), targets)
         expert_diff, policy_diff = (err - ref_err).chunk(2)
         loss = diffusion_dro_loss(expert_diff, policy_diff, self.hparams.margin).mean()
-        self.log_dict({"train/loss": loss, "train/expert_diff": expert_diff.mean().detach(),
-                       "train/policy_diff": policy_diff.mean().detach(),
-                       "train/ranked": (expert_diff + self.hparams.margin < policy_diff).float().mean()},
-                      prog_bar=True, batch_size=len(captions))
+        self.log_dict(
+            {
+                "train/loss": loss,
+                "train/expert_diff": expert_diff.mean().detach(),
+                "train/policy_diff": policy_diff.mean().detach(),
+                "train/ranked": (expert_diff + self.hparams.margin < policy_diff).float().mean(),
+            },
+            prog_bar=True,
+            batch_size=len(captions),
+        )
         return loss

@@ -32,8 +32,17 @@ class SelfNPO(DiffusionModule):
     ``eps = eps_neg(x, empty) + w (eps_pos(x, c) - eps_neg(x, empty))``. Batches: ``caption``,
     ``images`` ``[B, C, H, W]`` (:class:`ImageDataModule`; no labels needed)."""
 
-    def __init__(self, model: Any, ema: float = 0.999, grid_steps: int = 25, teacher_steps: int = 5, huber_c: float = 0.001,
-                 lr: float = 1e-6, weight_decay: float = 1e-3, max_renoise_step: int | None = None) -> None:
+    def __init__(
+        self,
+        model: Any,
+        ema: float = 0.999,
+        grid_steps: int = 25,
+        teacher_steps: int = 5,
+        huber_c: float = 0.001,
+        lr: float = 1e-6,
+        weight_decay: float = 1e-3,
+        max_renoise_step: int | None = None,
+    ) -> None:
         super().__init__(model, reference=True)
         self.save_hyperparameters(ignore=[] if isinstance(model, str) else ["model"])
         self.teacher = frozen_copy(self.model.unet).eval()
@@ -41,8 +50,10 @@ class SelfNPO(DiffusionModule):
         self.grid_stride = total // grid_steps  # timesteps between points of the DDIM grid
         highest_teacher_stop = max((grid_steps - teacher_steps) * self.grid_stride - 1, 0)
         if max_renoise_step is not None and not highest_teacher_stop < max_renoise_step:
-            raise ValueError(f"max_renoise_step must exceed the teacher's highest stopping step, {highest_teacher_stop} "
-                             f"(grid_steps {grid_steps}, teacher_steps {teacher_steps}); got {max_renoise_step}")
+            raise ValueError(
+                f"max_renoise_step must exceed the teacher's highest stopping step, {highest_teacher_stop} "
+                f"(grid_steps {grid_steps}, teacher_steps {teacher_steps}); got {max_renoise_step}"
+            )
         self.last_renoise_step = total - 1 if max_renoise_step is None else min(max_renoise_step, total - 1)
 
     def train(self, mode: bool = True):
@@ -61,12 +72,17 @@ class SelfNPO(DiffusionModule):
             for _ in range(self.hparams.teacher_steps):  # unconditional DDIM steps of the teacher
                 nxt = (s - stride).clamp(min=0)
                 prediction = self.model.predict(x_s, s, empty, self.teacher)
-                clean, noise = self.model.clean_estimate(x_s, s, prediction), self.model.noise_estimate(x_s, s, prediction)
+                clean, noise = (
+                    self.model.clean_estimate(x_s, s, prediction),
+                    self.model.noise_estimate(x_s, s, prediction),
+                )
                 x_s, s = self.model.add_noise(clean, noise, nxt), nxt
             target = self.model.clean_estimate(x_s, s, self.model.predict(x_s, s, empty, self.teacher))
             u = s + 1 + (torch.rand(n, device=x0.device) * (self.last_renoise_step - s)).long()
             x_u = self.renoise(x_s, s, u)
-        student = self.model.clean_estimate(x_u, u, self.model.predict(x_u, u, self.model.encode_text(batch["caption"])))
+        student = self.model.clean_estimate(
+            x_u, u, self.model.predict(x_u, u, self.model.encode_text(batch["caption"]))
+        )
         loss = pseudo_huber(student - target, self.hparams.huber_c).mean()
         self.log("train/loss", loss, prog_bar=True, batch_size=n)
         return loss
@@ -82,7 +98,9 @@ class SelfNPO(DiffusionModule):
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
         polyak_update(self.teacher, self.model.unet, 1 - self.hparams.ema)
 
-    def sample(self, captions: list[str], seed: int | list[int] = 0, num_inference_steps: int = 20,
-               guidance_scale: float = 3.0) -> Tensor:
-        return self.model.sample(captions, seed, num_inference_steps, guidance_scale, unet=self.reference,
-                                 negative_unet=self.model.unet)
+    def sample(
+        self, captions: list[str], seed: int | list[int] = 0, num_inference_steps: int = 20, guidance_scale: float = 3.0
+    ) -> Tensor:
+        return self.model.sample(
+            captions, seed, num_inference_steps, guidance_scale, unet=self.reference, negative_unet=self.model.unet
+        )

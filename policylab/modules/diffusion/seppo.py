@@ -26,9 +26,19 @@ class SePPO(DiffusionModule):
     shared noise and timestep. Batches: ``caption``, ``images`` ``[B, C, H, W]`` winners
     (:class:`ImageDataModule`, e.g. ``from_pairs: true`` on a Pick-a-Pic file)."""
 
-    def __init__(self, model: Any, beta: float = 5000.0, criterion: str = "indicator", checkpoint_every: int = 30,
-                 max_checkpoints: int = 7, num_inference_steps: int = 20, guidance_scale: float = 3.0,
-                 lr: float = 1e-5, weight_decay: float = 0.0, seed: int = 0) -> None:
+    def __init__(
+        self,
+        model: Any,
+        beta: float = 5000.0,
+        criterion: str = "indicator",
+        checkpoint_every: int = 30,
+        max_checkpoints: int = 7,
+        num_inference_steps: int = 20,
+        guidance_scale: float = 3.0,
+        lr: float = 1e-5,
+        weight_decay: float = 0.0,
+        seed: int = 0,
+    ) -> None:
         super().__init__(model, reference=True)
         self.save_hyperparameters(ignore=[] if isinstance(model, str) else ["model"])
         self.pool: list[dict[str, Tensor]] = [self._weights()]
@@ -48,7 +58,9 @@ class SePPO(DiffusionModule):
         drawn = self._rng.randrange(len(self.pool))
         self.reference.load_state_dict(self.pool[drawn])
         seeds = [self._rng.randrange(2**31 - 1) for _ in captions]
-        samples = self.model.sample(captions, seeds, self.hparams.num_inference_steps, self.hparams.guidance_scale, unet=self.reference)
+        samples = self.model.sample(
+            captions, seeds, self.hparams.num_inference_steps, self.hparams.guidance_scale, unet=self.reference
+        )
         winners = self.model.encode_images(batch["images"])
         x0 = torch.cat([winners, self.model.encode_images(samples)])
         noise = torch.randn_like(winners).repeat(2, *([1] * (winners.dim() - 1)))
@@ -59,9 +71,16 @@ class SePPO(DiffusionModule):
         with torch.no_grad():
             ref_err_w, ref_err_s = denoising_error(self.model.predict(x_t, t, text, self.reference), target).chunk(2)
         loss = seppo_loss(err_w, ref_err_w, err_s, ref_err_s, self.hparams.beta, self.hparams.criterion).mean()
-        self.log_dict({"train/loss": loss, "train/sample_judged_loser": (ref_err_w > err_w).float().mean(),
-                       "train/reference_index": float(drawn), "train/pool_size": float(len(self.pool))},
-                      prog_bar=True, batch_size=len(captions))
+        self.log_dict(
+            {
+                "train/loss": loss,
+                "train/sample_judged_loser": (ref_err_w > err_w).float().mean(),
+                "train/reference_index": float(drawn),
+                "train/pool_size": float(len(self.pool)),
+            },
+            prog_bar=True,
+            batch_size=len(captions),
+        )
         return loss
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:

@@ -19,8 +19,14 @@ class DiffusionSFT(DiffusionModule):
     replaced by the empty one with probability ``caption_dropout``. Batches: ``caption`` (list
     of str) and ``images`` ``[B, C, H, W]`` in ``[-1, 1]`` (:class:`ImageDataModule`)."""
 
-    def __init__(self, model: Any, lr: float = 1e-4, weight_decay: float = 0.0, caption_dropout: float = 0.1,
-                 lora: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        model: Any,
+        lr: float = 1e-4,
+        weight_decay: float = 0.0,
+        caption_dropout: float = 0.1,
+        lora: dict[str, Any] | None = None,
+    ) -> None:
         super().__init__(model, lora)
         self.save_hyperparameters(ignore=[] if isinstance(model, str) else ["model"])
         self._rng = random.Random(0)

@@ -25,14 +25,25 @@ class SmPO(DiffusionDPO):
     averaging two noise predictions) reach ``x_t``, and the noise target is solved back from it,
     ``(x_t - sqrt(abar_t) x0) / sqrt(1 - abar_t)``."""
 
-    def __init__(self, model: Any, beta: float = 5000.0, scale: float = 10.0, score_range: tuple[float, float] = (0.0, 1.0),
-                 renoise_steps: int = 0, lr: float = 1e-5, weight_decay: float = 0.0, lora: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        model: Any,
+        beta: float = 5000.0,
+        scale: float = 10.0,
+        score_range: tuple[float, float] = (0.0, 1.0),
+        renoise_steps: int = 0,
+        lr: float = 1e-5,
+        weight_decay: float = 0.0,
+        lora: dict[str, Any] | None = None,
+    ) -> None:
         super().__init__(model, beta, lr, weight_decay, lora)
         self.save_hyperparameters(ignore=[] if isinstance(model, str) else ["model"])
 
     def pair_loss(self, errors: tuple[Tensor, ...], batch: dict) -> Tensor:
         if "scores" not in batch:
-            raise KeyError("SmPO needs reward scores per image: set the datamodule's score_columns (e.g. [score_0, score_1])")
+            raise KeyError(
+                "SmPO needs reward scores per image: set the datamodule's score_columns (e.g. [score_0, score_1])"
+            )
         low, high = self.hparams.score_range
         preference = smoothed_preference(batch["scores"][:, 0], batch["scores"][:, 1], low, high)
         return smpo_loss(*errors, preference, beta=self.hparams.beta, scale=self.hparams.scale)

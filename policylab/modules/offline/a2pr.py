@@ -109,7 +109,9 @@ class A2PR(RLModule):
         value = self.value(batch.obs).squeeze(-1)
         return F.mse_loss(value, target), value.detach()
 
-    def actor_loss(self, batch: TransitionBatch, q_data: Tensor, value: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    def actor_loss(
+        self, batch: TransitionBatch, q_data: Tensor, value: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """``-lambda * mean Q_1(s, pi(s))`` plus the advantage-guided BC term; returns
         (loss, lambda, BC term, fraction of samples whose target is the VAE reconstruction)."""
         pi = self.actor(batch.obs)
@@ -138,7 +140,9 @@ class A2PR(RLModule):
         with torch.no_grad():
             q_data = self.critic(batch.obs, batch.action, members=1)[0]
         recon, mean, std = self.vae(batch.obs, batch.action)
-        vae_loss, recon_loss, kl = advantage_filtered_vae_loss(recon, batch.action, mean, std, q_data, value, hp.vae_weight)
+        vae_loss, recon_loss, kl = advantage_filtered_vae_loss(
+            recon, batch.action, mean, std, q_data, value, hp.vae_weight
+        )
         self.step_uncounted(vae_opt, vae_loss)
 
         metrics = {}
@@ -159,7 +163,14 @@ class A2PR(RLModule):
             polyak_update(self.critic_target, self.critic, hp.tau)
             polyak_update(self.actor_target, self.actor, hp.tau)
             if log:
-                metrics.update({"train/actor_loss": actor_loss, "train/lambda": lam, "train/bc_loss": bc, "train/vae_target_share": recon_share})
+                metrics.update(
+                    {
+                        "train/actor_loss": actor_loss,
+                        "train/lambda": lam,
+                        "train/bc_loss": bc,
+                        "train/vae_target_share": recon_share,
+                    }
+                )
         return metrics
 
     def _diagnostics(self, batch: TransitionBatch, prefix: str) -> None:

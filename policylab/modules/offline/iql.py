@@ -63,7 +63,11 @@ class IQL(RLModule):
     def configure_optimizers(self):
         hp = self.hparams
         # The value optimizer is first: its step is the one counted as the training step.
-        optimizers = [adam(self.value.parameters(), hp.value_lr), adam(self.critic.parameters(), hp.critic_lr), adam(self.actor.parameters(), hp.actor_lr)]
+        optimizers = [
+            adam(self.value.parameters(), hp.value_lr),
+            adam(self.critic.parameters(), hp.critic_lr),
+            adam(self.actor.parameters(), hp.actor_lr),
+        ]
         if hp.actor_lr_decay_steps:
             schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizers[2], T_max=hp.actor_lr_decay_steps)
             return optimizers, [schedule]

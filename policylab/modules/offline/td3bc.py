@@ -25,7 +25,9 @@ def td3_critic_target(module: RLModule, batch: TransitionBatch) -> tuple[Tensor,
     and the hyperparameters ``policy_noise``, ``noise_clip`` (in units of ``max_action``) and
     ``discount``: returns (y, the smoothed next action a')."""
     hp, bound = module.hparams, module.max_action
-    next_action = smoothed_target_action(module.actor_target(batch.next_obs), hp.policy_noise * bound, hp.noise_clip * bound, bound)
+    next_action = smoothed_target_action(
+        module.actor_target(batch.next_obs), hp.policy_noise * bound, hp.noise_clip * bound, bound
+    )
     next_q = module.critic_target(batch.next_obs, next_action)
     return clipped_double_q_target(batch.reward, batch.terminal, next_q, hp.discount), next_action
 
@@ -64,7 +66,9 @@ class TD3BC(RLModule):
 
     def configure_optimizers(self):
         # The critic optimizer is first: its step is the one counted as the training step.
-        return adam(self.critic.parameters(), self.hparams.critic_lr), adam(self.actor.parameters(), self.hparams.actor_lr)
+        return adam(self.critic.parameters(), self.hparams.critic_lr), adam(
+            self.actor.parameters(), self.hparams.actor_lr
+        )
 
     def policy_action(self, obs: Tensor) -> Tensor:
         return self.actor(obs)

@@ -66,7 +66,10 @@ class SAC(RLModule):
 
     def configure_optimizers(self):
         # The critic optimizer is first: its step is the one counted as the training step.
-        optimizers = [adam(self.critic.parameters(), self.hparams.critic_lr), adam(self.actor.parameters(), self.hparams.actor_lr)]
+        optimizers = [
+            adam(self.critic.parameters(), self.hparams.critic_lr),
+            adam(self.actor.parameters(), self.hparams.actor_lr),
+        ]
         if self.hparams.learn_alpha:
             optimizers.append(adam([self.log_alpha], self.hparams.alpha_lr))
         return optimizers
@@ -88,7 +91,9 @@ class SAC(RLModule):
         with torch.no_grad():
             next_action, next_log_prob = self.actor(batch.next_obs)
             next_q = self.critic_target(batch.next_obs, next_action)
-            target = sac_critic_target(batch.reward, batch.terminal, next_q, next_log_prob, alpha, self.hparams.discount)
+            target = sac_critic_target(
+                batch.reward, batch.terminal, next_q, next_log_prob, alpha, self.hparams.discount
+            )
         q = self.critic(batch.obs, batch.action)
         return ensemble_mse_loss(q, target), q
 

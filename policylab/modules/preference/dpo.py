@@ -31,7 +31,9 @@ def _ratios(s: dict) -> tuple[Tensor, Tensor]:
 
 
 def _mean_ratios(s: dict) -> tuple[Tensor, Tensor]:
-    return (s["chosen"] - s["ref_chosen"]) / s["chosen_tokens"], (s["rejected"] - s["ref_rejected"]) / s["rejected_tokens"]
+    return (s["chosen"] - s["ref_chosen"]) / s["chosen_tokens"], (s["rejected"] - s["ref_rejected"]) / s[
+        "rejected_tokens"
+    ]
 
 
 #: loss_type -> per-pair loss of the summed log-probs ``s`` (policy and reference, chosen and
@@ -43,9 +45,13 @@ LOSS_TYPES: dict[str, Callable[[dict, Any], Tensor]] = {
     "hinge": lambda s, m: P.hinge_loss(*_ratios(s), m.hparams.beta),
     "nca_pair": lambda s, m: P.nca_loss(*_ratios(s), m.hparams.beta),
     "bco_pair": lambda s, m: m._bco_loss(*_ratios(s)),
-    "sppo": lambda s, m: P.sppo_loss(*_ratios(s), m.hparams.beta, s.get("chosen_win_rate", 1.0), s.get("rejected_win_rate", 0.0)),
+    "sppo": lambda s, m: P.sppo_loss(
+        *_ratios(s), m.hparams.beta, s.get("chosen_win_rate", 1.0), s.get("rejected_win_rate", 0.0)
+    ),
     "rpo": lambda s, m: P.rpo_loss(*_ratios(s), -s["chosen"] / s["chosen_tokens"], m.hparams.beta, m.hparams.rpo_alpha),
-    "simpo": lambda s, m: P.simpo_loss(s["chosen"] / s["chosen_tokens"], s["rejected"] / s["rejected_tokens"], m.hparams.beta, m.hparams.simpo_gamma),
+    "simpo": lambda s, m: P.simpo_loss(
+        s["chosen"] / s["chosen_tokens"], s["rejected"] / s["rejected_tokens"], m.hparams.beta, m.hparams.simpo_gamma
+    ),
     "sem_dpo": lambda s, m: P.sem_dpo_loss(*_ratios(s), s["semantic_distance"], m.hparams.beta, m.hparams.sem_alpha),
 }
 REFERENCE_FREE = {"simpo"}
@@ -97,13 +103,17 @@ class DPO(LanguageModelModule):
         if loss_type not in LOSS_TYPES:
             raise ValueError(f"unknown loss_type {loss_type!r}; choose one of {', '.join(sorted(LOSS_TYPES))}")
         if reference_cache is not None and not precompute_reference:
-            raise ValueError("reference_cache is where precomputed reference log-probs go: set precompute_reference: true")
+            raise ValueError(
+                "reference_cache is where precomputed reference log-probs go: set precompute_reference: true"
+            )
         super().__init__(model, lora, disable_dropout)
         self.save_hyperparameters(ignore=[] if isinstance(model, str) else ["model", "reference_model"])
         self.needs_reference = loss_type not in REFERENCE_FREE
         self.reference = None
         if self.needs_reference and (reference_model is not None or lora is None):
-            self.reference = load_causal_lm(reference_model) if reference_model is not None else copy.deepcopy(self.policy)
+            self.reference = (
+                load_causal_lm(reference_model) if reference_model is not None else copy.deepcopy(self.policy)
+            )
             self.reference.requires_grad_(False).eval()
         self._reference_splits: set[str] = set()  # splits whose rows carry reference log-probs
         self._bco_shift = P.RunningMean()
@@ -149,7 +159,12 @@ class DPO(LanguageModelModule):
         attached to the rows (``precompute_reference``) are used as they are."""
         logp, tokens = self._log_probs(self.policy, batch)
         pairs = logp.shape[0] // 2
-        stats = {"chosen": logp[:pairs], "rejected": logp[pairs:], "chosen_tokens": tokens[:pairs], "rejected_tokens": tokens[pairs:]}
+        stats = {
+            "chosen": logp[:pairs],
+            "rejected": logp[pairs:],
+            "chosen_tokens": tokens[:pairs],
+            "rejected_tokens": tokens[pairs:],
+        }
         if not self.needs_reference:
             stats.update(ref_chosen=torch.zeros_like(stats["chosen"]), ref_rejected=torch.zeros_like(stats["rejected"]))
         elif "ref_chosen" not in batch:
@@ -161,7 +176,9 @@ class DPO(LanguageModelModule):
     # ----------------------------------------------------------------- precomputed reference
     def _reference_fingerprint(self) -> str:
         """A hash of the reference weights (per-tensor sums and sums of squares)."""
-        weights = self.reference.state_dict() if self.reference is not None else self.policy.get_base_model().state_dict()
+        weights = (
+            self.reference.state_dict() if self.reference is not None else self.policy.get_base_model().state_dict()
+        )
         digest = hashlib.sha256()
         for name, t in weights.items():
             if "lora_" in name:
@@ -172,8 +189,12 @@ class DPO(LanguageModelModule):
 
     def _compute_reference(self, datamodule, split: str) -> dict[str, Tensor]:
         chosen, rejected = [], []
-        for batch in tqdm(datamodule.ordered_dataloader(split), desc=f"reference log-probs ({split})",
-                          disable=not self.trainer.is_global_zero, leave=False):
+        for batch in tqdm(
+            datamodule.ordered_dataloader(split),
+            desc=f"reference log-probs ({split})",
+            disable=not self.trainer.is_global_zero,
+            leave=False,
+        ):
             ref = self.reference_log_probs({k: v.to(self.device) for k, v in batch.items()}).float().cpu()
             pairs = ref.shape[0] // 2
             chosen.append(ref[:pairs])
@@ -209,7 +230,9 @@ class DPO(LanguageModelModule):
             return
         datamodule = self.trainer.datamodule
         if not hasattr(datamodule, "attach_values"):
-            raise ValueError("precompute_reference needs policylab's PreferenceDataModule (it attaches the values to its rows)")
+            raise ValueError(
+                "precompute_reference needs policylab's PreferenceDataModule (it attaches the values to its rows)"
+            )
         missing = [s for s in splits if s in datamodule.splits and s not in self._reference_splits]
         if missing:
             self.attach_reference_log_probs(datamodule, missing)
@@ -259,10 +282,14 @@ class DPO(LanguageModelModule):
         m["reward_accuracy"].update(chosen_reward, rejected_reward)
         m["reward_margin"].update(chosen_reward - rejected_reward)
         m["ranking_accuracy"].update(stats["chosen"], stats["rejected"])
-        m["ranking_accuracy_per_token"].update(stats["chosen"], stats["rejected"], stats["chosen_tokens"], stats["rejected_tokens"])
+        m["ranking_accuracy_per_token"].update(
+            stats["chosen"], stats["rejected"], stats["chosen_tokens"], stats["rejected_tokens"]
+        )
         names = ["reward_accuracy", "reward_margin", "ranking_accuracy", "ranking_accuracy_per_token"]
         if self.needs_reference and "preference_probability" in stats:
-            m["idealized_ranking_accuracy"].update(stats["ref_chosen"], stats["ref_rejected"], stats["preference_probability"])
+            m["idealized_ranking_accuracy"].update(
+                stats["ref_chosen"], stats["ref_rejected"], stats["preference_probability"]
+            )
             names.append("idealized_ranking_accuracy")
         pairs = stats["chosen"].shape[0]
         self.log("val/loss", loss, batch_size=pairs, sync_dist=True)

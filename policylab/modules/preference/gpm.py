@@ -85,7 +85,9 @@ class GeneralPreferenceModel(HeadOnLanguageModel):
     def _step(self, batch: dict, prefix: str) -> Tensor:
         pairs = self._pairs(batch)
         v, eigenvalues = self.embed(batch)
-        loss = general_preference_loss(v[:pairs], v[pairs:], eigenvalues[:pairs], self.hparams.tau, batch.get("margin", 0.0)).mean()
+        loss = general_preference_loss(
+            v[:pairs], v[pairs:], eigenvalues[:pairs], self.hparams.tau, batch.get("margin", 0.0)
+        ).mean()
         score = general_preference_score(v[:pairs], v[pairs:], eigenvalues[:pairs]).detach()
         self.log_dict(
             {f"{prefix}/loss": loss, f"{prefix}/accuracy": (score > 0).float().mean(), f"{prefix}/score": score.mean()},

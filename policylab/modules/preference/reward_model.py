@@ -52,8 +52,12 @@ class HeadOnLanguageModel(LanguageModelModule):
         """Final hidden states ``[N, T, H]`` of the backbone (after its last norm), positions
         counted over real tokens so that left- and right-padded rows read alike."""
         if input_ids.shape != attention_mask.shape:
-            raise ValueError(f"input_ids {tuple(input_ids.shape)} and attention_mask {tuple(attention_mask.shape)} must have the same shape")
-        out = self.policy.base_model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids(attention_mask))
+            raise ValueError(
+                f"input_ids {tuple(input_ids.shape)} and attention_mask {tuple(attention_mask.shape)} must have the same shape"
+            )
+        out = self.policy.base_model(
+            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids(attention_mask)
+        )
         return out.last_hidden_state
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
@@ -69,7 +73,9 @@ class HeadOnLanguageModel(LanguageModelModule):
     def _pairs(batch: dict) -> int:
         rows = batch["input_ids"].shape[0]
         if rows % 2:
-            raise ValueError(f"a preference batch holds the chosen rows then the rejected rows (2B rows), got {rows} rows")
+            raise ValueError(
+                f"a preference batch holds the chosen rows then the rejected rows (2B rows), got {rows} rows"
+            )
         return rows // 2
 
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:

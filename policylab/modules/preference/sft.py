@@ -18,18 +18,26 @@ class SFT(LanguageModelModule):
     (greedy next-token accuracy on completion tokens), and the same under ``val/``. ``lora``:
     train LoRA adapters only (``peft.LoraConfig`` arguments)."""
 
-    def __init__(self, model: Any, lr: float = 1e-5, weight_decay: float = 0.0, lora: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, model: Any, lr: float = 1e-5, weight_decay: float = 0.0, lora: dict[str, Any] | None = None
+    ) -> None:
         super().__init__(model, lora)
         self.save_hyperparameters(ignore=[] if isinstance(model, str) else ["model"])
 
     def _step(self, batch: dict, prefix: str) -> Tensor:
-        logits = self.policy(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).logits
+        logits = self.policy(
+            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False
+        ).logits
         log_probs, tokens = completion_log_probs(logits, batch["input_ids"], batch["completion_mask"])
         loss = -log_probs.sum() / tokens.sum()
         with torch.no_grad():
             hits = (logits[:, :-1].argmax(-1) == batch["input_ids"][:, 1:]).float() * batch["completion_mask"][:, 1:]
-        self.log_dict({f"{prefix}/loss": loss, f"{prefix}/token_accuracy": hits.sum() / tokens.sum()},
-                      batch_size=batch["input_ids"].shape[0], prog_bar=prefix == "train", sync_dist=prefix == "val")
+        self.log_dict(
+            {f"{prefix}/loss": loss, f"{prefix}/token_accuracy": hits.sum() / tokens.sum()},
+            batch_size=batch["input_ids"].shape[0],
+            prog_bar=prefix == "train",
+            sync_dist=prefix == "val",
+        )
         return loss
 
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
