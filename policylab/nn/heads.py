@@ -31,7 +31,8 @@ def last_token_hidden(hidden_states: Tensor, attention_mask: Tensor) -> Tensor:
     what a reward head reads there depends on all of it and on no padding."""
     if attention_mask.shape != hidden_states.shape[:2]:
         raise ValueError(
-            f"attention_mask {tuple(attention_mask.shape)} must match hidden_states {tuple(hidden_states.shape[:2])} on [batch, length]"
+            f"attention_mask {tuple(attention_mask.shape)} must match hidden_states "
+            f"{tuple(hidden_states.shape[:2])} on [batch, length]"
         )
     return gather_token(hidden_states, last_token_index(attention_mask))
 
