@@ -1,5 +1,6 @@
 """The offline datamodule on real files written here: D4RL hdf5, npz, Minari; and broken ones."""
 
+import logging
 from pathlib import Path
 
 import h5py
@@ -184,3 +185,197 @@ def test_write_is_atomic(tmp_path):
 def test_unrecognised_dataset_string():
     with pytest.raises(DatasetError, match="cannot tell what dataset 'hopper' is"):
         OfflineTransitionDataModule("hopper").load()
+
+
+# ------------------------------------------------------------------ bad values (issue 17)
+def _hopper_file(tmp_path, hopper_arrays, change=None, name="hopper_x-v5.hdf5", keep_next=False, **attrs):
+    """The Hopper fixture's arrays (optionally changed in place by ``change``) as a real hdf5 file."""
+    arrays = {k: v.copy() for k, v in hopper_arrays.items() if "/" not in k and (keep_next or k != "next_observations")}
+    if change is not None:
+        arrays = change(arrays) or arrays
+    return write_d4rl_hdf5(tmp_path / name, arrays, {"env_id": "Hopper-v5", **attrs})
+
+
+def _set(key, index, value):
+    def change(arrays):
+        arrays[key] = arrays[key].astype(np.float64 if isinstance(value, float) and abs(value) > 3e38 else None)
+        arrays[key][index] = value
+
+    return change
+
+
+@pytest.mark.parametrize("key", ["observations", "next_observations"])
+def test_one_huge_observation_is_refused_naming_column_and_row(tmp_path, hopper_arrays, key):
+    # before: 1e30 overflowed the float32 std to inf and every normalized observation became 0
+    path = _hopper_file(tmp_path, hopper_arrays, _set(key, (5, 2), 1e30), keep_next=True)
+    with pytest.raises(DatasetError, match=rf"'{key}' column 2 holds 1e\+30 at row 5, which dominates.*float32"):
+        OfflineTransitionDataModule(str(path)).load()
+
+
+def test_statistics_are_float64_so_large_columns_normalize(tmp_path, hopper_arrays):
+    def scale(arrays):
+        arrays["observations"][:, 0] *= 1e20  # squares of 1e20 overflow float32 (max 3.4e38)
+
+    dm = OfflineTransitionDataModule(str(_hopper_file(tmp_path, hopper_arrays, scale))).load()
+    mean, std = dm.observation_statistics
+    kept = hopper_arrays["observations"][:-1][~hopper_arrays["timeouts"][:-1], 0].astype(np.float64) * 1e20
+    assert np.isclose(std[0].item(), kept.std(), rtol=1e-4)  # float32 arithmetic gave inf here
+    obs = dm.buffer.all().obs[:, 0].double()
+    assert abs(obs.mean().item()) < 1e-3 and abs(obs.std().item() - 1) < 1e-2
+
+
+def test_a_dominating_value_that_float32_keeps_warns(tmp_path, hopper_arrays):
+    column = hopper_arrays["observations"][:, 0]
+    spread = float(np.percentile(column, 99) - np.percentile(column, 1))
+    # std ~ value / sqrt(3000): about 2e4 spreads (warned), still ~3e4 float32 steps over the rest (kept)
+    path = _hopper_file(tmp_path, hopper_arrays, _set("observations", (10, 0), 1e6 * spread))
+    with pytest.warns(UserWarning, match=r"'observations' column 0 holds .* at row 10, which dominates"):
+        OfflineTransitionDataModule(str(path)).load()
+
+
+def test_float64_values_beyond_float32_are_refused(tmp_path, hopper_arrays):
+    path = _hopper_file(tmp_path, hopper_arrays, _set("rewards", 4, 1e39))
+    with pytest.raises(DatasetError, match=r"'rewards' row 4 holds 1e\+39, beyond the float32 range"):
+        OfflineTransitionDataModule(str(path)).load()
+
+
+def test_actions_outside_the_env_bound_are_refused(tmp_path, hopper_arrays):
+    path = _hopper_file(tmp_path, hopper_arrays, _set("actions", (7, 1), 50.0))
+    with pytest.raises(
+        DatasetError, match=r"'actions' row 7 holds 50 in dimension 1, outside the action space of Hopper-v5 \[-1, 1\]"
+    ):
+        OfflineTransitionDataModule(str(path)).load()
+    # float noise within 1e-3 of the bound is data, not an error
+    noisy = _hopper_file(tmp_path, hopper_arrays, _set("actions", (7, 1), 1.0005), name="hopper_noisy-v5.hdf5")
+    assert OfflineTransitionDataModule(str(noisy)).load().max_action == 1.0
+    # an explicit action_bound is what the data is checked against
+    with pytest.raises(DatasetError, match=r"row 0 holds .* outside action_bound \[-0.5, 0.5\]"):
+        OfflineTransitionDataModule(str(noisy), action_bound=0.5).load()
+
+
+def test_clip_actions_clips_and_reports_the_count(tmp_path, hopper_arrays, caplog):
+    def two_out(arrays):
+        arrays["actions"][7, 1], arrays["actions"][8, 0] = 50.0, -3.0
+
+    path = _hopper_file(tmp_path, hopper_arrays, two_out)
+    with caplog.at_level(logging.INFO):
+        dm = OfflineTransitionDataModule(str(path), clip_actions=True).load()
+    assert "clipped 2 action values to the action space of Hopper-v5" in caplog.text
+    actions = dm.buffer.all().action
+    assert actions.abs().max().item() == 1.0
+    kept = ~hopper_arrays["timeouts"][:-1]  # rows 7 and 8 are the 7th and 8th transitions unless a timeout precedes
+    assert kept[:9].all()
+    assert actions[7, 1].item() == 1.0 and actions[8, 0].item() == -1.0
+
+
+@pytest.mark.parametrize(
+    "key,value,shown", [("terminals", np.nan, "nan"), ("terminals", 2.0, "2.0"), ("timeouts", 0.5, "0.5")]
+)
+def test_flags_other_than_zero_or_one_are_refused(tmp_path, hopper_arrays, key, value, shown):
+    def change(arrays):
+        arrays[key] = arrays[key].astype(np.float32)
+        arrays[key][11] = value
+
+    path = _hopper_file(tmp_path, hopper_arrays, change)
+    with pytest.raises(DatasetError, match=rf"'{key}' row 11 holds {shown}; it must be 0 or 1 .*\(1 of 3000 rows"):
+        OfflineTransitionDataModule(str(path)).load()
+
+
+def test_flags_as_numbers_or_column_vectors_load_like_booleans(tmp_path, hopper_arrays):
+    def column(arrays):
+        arrays["terminals"] = arrays["terminals"].astype(np.float32)[:, None]
+        arrays["timeouts"] = arrays["timeouts"].astype(np.uint8)[:, None]
+        arrays["rewards"] = arrays["rewards"][:, None]
+
+    plain = OfflineTransitionDataModule(str(_hopper_file(tmp_path, hopper_arrays))).buffer.all()
+    shaped = OfflineTransitionDataModule(
+        str(_hopper_file(tmp_path, hopper_arrays, column, name="hopper_col-v5.hdf5"))
+    ).buffer.all()
+    for field in plain._fields:
+        torch.testing.assert_close(getattr(shaped, field), getattr(plain, field), msg=field)
+
+    def two_columns(arrays):
+        arrays["terminals"] = np.stack([arrays["terminals"], arrays["terminals"]], axis=1)
+
+    path = _hopper_file(tmp_path, hopper_arrays, two_columns, name="hopper_two-v5.hdf5")
+    with pytest.raises(DatasetError, match=r"'terminals' must be 1-D \[N\] \(or \[N, 1\]\), got shape \(3000, 2\)"):
+        OfflineTransitionDataModule(str(path)).load()
+
+
+def test_a_single_row(tmp_path, hopper_arrays):
+    def first_row(arrays):
+        return {k: v[:1] for k, v in arrays.items()}
+
+    path = _hopper_file(tmp_path, hopper_arrays, first_row)
+    with pytest.raises(DatasetError, match="no transition can be built: it holds a single row.*next_observations"):
+        OfflineTransitionDataModule(str(path)).load()
+    with_next = _hopper_file(tmp_path, hopper_arrays, first_row, name="hopper_one-v5.hdf5", keep_next=True)
+    dm = OfflineTransitionDataModule(str(with_next), batch_size=4).load()
+    batch = next(iter(dm.train_dataloader()))
+    assert len(dm.buffer) == 1 and batch.obs.shape == (4, 11) and torch.equal(batch.obs[0], batch.obs[3])
+
+
+def test_all_timeouts(tmp_path, hopper_arrays):
+    def all_timeouts(arrays):
+        arrays["timeouts"][:] = True
+        arrays["terminals"][:] = False
+
+    path = _hopper_file(tmp_path, hopper_arrays, all_timeouts)
+    with pytest.raises(DatasetError, match=r"every row before its last \(2999 of 3000\) ends an episode by timeout"):
+        OfflineTransitionDataModule(str(path)).load()
+    # with next_observations every row is a one-step episode that bootstraps: valid data
+    with_next = _hopper_file(tmp_path, hopper_arrays, all_timeouts, name="hopper_to-v5.hdf5", keep_next=True)
+    dm = OfflineTransitionDataModule(str(with_next)).load()
+    everything = dm.buffer.all()
+    assert len(dm.buffer) == 3000 and everything.timeout.min() == 1 and everything.terminal.max() == 0
+    np.testing.assert_allclose(dm.episode_returns, hopper_arrays["rewards"], rtol=1e-6)
+
+
+def test_truncated_npz_is_named(tmp_path, hopper_arrays):
+    np.savez(tmp_path / "full.npz", **{k: v for k, v in hopper_arrays.items() if "/" not in k})
+    data = (tmp_path / "full.npz").read_bytes()
+    (tmp_path / "cut.npz").write_bytes(data[: len(data) // 2])
+    with pytest.raises(DatasetError, match=r"cut.npz: the .npz file is truncated or corrupt"):
+        OfflineTransitionDataModule(str(tmp_path / "cut.npz")).load()
+
+
+def test_files_that_are_not_npz_are_named_as_such(tmp_path):
+    np.save(tmp_path / "single.npy", np.zeros((3, 2)))
+    (tmp_path / "single.npy").rename(tmp_path / "single.npz")
+    with pytest.raises(DatasetError, match=r"single.npz is a single .npy array, not an .npz archive"):
+        OfflineTransitionDataModule(str(tmp_path / "single.npz")).load()
+    (tmp_path / "table.npz").write_text("observations,actions\n1,2\n")
+    with pytest.raises(DatasetError, match=r"table.npz is not an .npz file \(a zip archive"):
+        OfflineTransitionDataModule(str(tmp_path / "table.npz")).load()
+
+
+def test_data_that_does_not_fit_the_env_stops_at_load(tmp_path, hopper_arrays):
+    rng = np.random.default_rng(0)
+    walker_shaped = {
+        "observations": rng.standard_normal((50, 17)).astype(np.float32),
+        "actions": rng.uniform(-1, 1, (50, 6)).astype(np.float32),
+        "rewards": np.ones(50, np.float32),
+        "terminals": np.zeros(50, bool),
+    }
+    path = write_d4rl_hdf5(tmp_path / "hopper_walker-v5.hdf5", walker_shaped)  # named hopper: Hopper-v5 inferred
+    with pytest.raises(
+        DatasetError,
+        match=r"observations \[50, 17\] and actions \[50, 6\], but Hopper-v5 observes \(11,\) and acts in \(3,\)",
+    ):
+        OfflineTransitionDataModule(str(path)).load()
+    hopper = _hopper_file(tmp_path, hopper_arrays)
+    with pytest.raises(DatasetError, match=r"but HalfCheetah-v5 observes \(17,\) and acts in \(6,\)"):
+        OfflineTransitionDataModule(str(hopper), env_id="HalfCheetah-v5").load()
+    with pytest.raises(DatasetError, match=r"unknown gymnasium environment id 'Hoper-v5'.*Hopper-v5.*env_id"):
+        OfflineTransitionDataModule(str(hopper), env_id="Hoper-v5").load()
+
+
+def test_observation_normalizer_refuses_unusable_statistics():
+    from policylab.nn.normalization import ObservationNormalizer
+
+    normalizer = ObservationNormalizer(3)
+    with pytest.raises(ValueError, match=r"dimension 1 are unusable \(mean 0, std inf\)"):
+        normalizer.set_statistics(torch.zeros(3), torch.tensor([1.0, float("inf"), 1.0]))
+    with pytest.raises(ValueError, match=r"dimension 2 are unusable \(mean 0, std 0\)"):
+        normalizer.set_statistics(torch.zeros(3), torch.tensor([1.0, 1.0, 0.0]))
+    assert torch.equal(normalizer.std, torch.ones(3))  # nothing half-set

@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+import zipfile
+import zlib
 from pathlib import Path
 
 import h5py
@@ -71,10 +73,25 @@ def read_d4rl_hdf5(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict
 
 
 def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """The arrays of an ``.npz`` file, refusing pickled objects (``allow_pickle=False``)."""
+    """The arrays of an ``.npz`` file, refusing pickled objects (``allow_pickle=False``).
+
+    A file that is not a zip archive (a renamed ``.npy``, a text file) or a truncated one is
+    named as such rather than left to numpy's guesses (which call a non-zip file pickled)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"dataset file not found: {path}")
+    with open(path, "rb") as f:
+        magic = f.read(6)
+    if magic.startswith(b"\x93NUMPY"):
+        raise DatasetError(
+            f"{path} is a single .npy array, not an .npz archive of named arrays; save the dataset with "
+            "numpy.savez(path, observations=..., actions=..., rewards=..., terminals=...)"
+        )
+    if not magic.startswith((b"PK\x03\x04", b"PK\x05\x06")):
+        raise DatasetError(
+            f"{path} is not an .npz file (a zip archive of .npy arrays, as numpy.savez writes); "
+            f"it starts with {magic!r}"
+        )
     try:
         with np.load(path, allow_pickle=False) as npz:
             return {key: npz[key] for key in npz.files}
@@ -84,43 +101,9 @@ def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
                 f"{path} holds pickled Python objects; policylab refuses to load them because unpickling "
                 "can run arbitrary code. Save plain numeric arrays instead."
             ) from err
-        raise DatasetError(f"cannot read {path}: {err}") from err
-    except (OSError, EOFError) as err:
         raise DatasetError(f"cannot read {path}: {err} (the file may be truncated or corrupt)") from err
-
-
-def validate_arrays(arrays: dict[str, np.ndarray], source: str) -> None:
-    """Check keys, shapes, lengths and finiteness; every error names ``source`` and the key."""
-    missing = [k for k in REQUIRED_KEYS if k not in arrays]
-    if missing:
-        raise DatasetError(f"{source} lacks the required key(s) {missing}; found {sorted(arrays)}")
-    n = len(arrays["observations"])
-    if n == 0:
-        raise DatasetError(f"{source} holds no transitions")
-    for key in (*REQUIRED_KEYS, *OPTIONAL_KEYS):
-        if key in arrays and len(arrays[key]) != n:
-            raise DatasetError(
-                f"{source}: '{key}' has {len(arrays[key])} rows but 'observations' has {n}; the arrays must be equally long"
-            )
-    for key, ndim in (("observations", 2), ("actions", 2), ("next_observations", 2)):
-        if key in arrays and arrays[key].ndim != ndim:
-            raise DatasetError(f"{source}: '{key}' must be 2-D [N, dim], got shape {arrays[key].shape}")
-    if "next_observations" in arrays and arrays["next_observations"].shape != arrays["observations"].shape:
-        raise DatasetError(
-            f"{source}: 'next_observations' has shape {arrays['next_observations'].shape}, "
-            f"'observations' {arrays['observations'].shape}"
-        )
-    for key in ("observations", "actions", "rewards", "next_observations"):
-        if key in arrays:
-            values = arrays[key]
-            if not np.issubdtype(values.dtype, np.number):
-                raise DatasetError(f"{source}: '{key}' has non-numeric dtype {values.dtype}")
-            finite = np.isfinite(values).reshape(len(values), -1).all(axis=1)
-            if not finite.all():
-                row = int(np.argmin(finite))
-                raise DatasetError(
-                    f"{source}: '{key}' holds NaN or inf ({int((~finite).sum())} rows, first at row {row})"
-                )
+    except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as err:
+        raise DatasetError(f"cannot read {path}: the .npz file is truncated or corrupt ({err})") from err
 
 
 def write_d4rl_hdf5(path: str | os.PathLike, arrays: dict[str, np.ndarray], attrs: dict | None = None) -> Path:

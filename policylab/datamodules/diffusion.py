@@ -88,7 +88,8 @@ class Row:
         value = self.get(column)
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value not in (0, 0.5, 1):
             raise ImageDataError(
-                f"{self.where(column)}: expected 1 (image 0 preferred), 0 (image 1 preferred) or 0.5 (tie), got {value!r}"
+                f"{self.where(column)}: expected 1 (image 0 preferred), 0 (image 1 preferred) or 0.5 (tie), "
+                f"got {value!r}"
             )
         return float(value)
 
@@ -213,7 +214,8 @@ class ImageFileDataModule(L.LightningDataModule):
             self.ties_dropped[split] = len(rows) - len(items)
             if len(items) < len(rows):
                 rank_zero_info(
-                    f"{self.hparams[f'{split}_file']}: dropped {len(rows) - len(items)} of {len(rows)} pairs that are ties (label_0 = 0.5); ties='keep' keeps them"
+                    f"{self.hparams[f'{split}_file']}: dropped {len(rows) - len(items)} of {len(rows)} pairs that "
+                    "are ties (label_0 = 0.5); ties='keep' keeps them"
                 )
         return items
 

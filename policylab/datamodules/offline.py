@@ -6,19 +6,14 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
+from lightning.pytorch.utilities import rank_zero_info
 
 from policylab.data import bundled_dataset
-from policylab.datamodules.d4rl_format import (
-    DatasetError,
-    d4rl_file_candidates,
-    is_d4rl_name,
-    read_d4rl_hdf5,
-    read_npz,
-    validate_arrays,
-)
+from policylab.datamodules.d4rl_format import DatasetError, d4rl_file_candidates, is_d4rl_name, read_d4rl_hdf5, read_npz
 from policylab.datamodules.minari_source import read_minari
 from policylab.datamodules.transition_base import TransitionDataModule
 from policylab.datamodules.transitions import TransitionBuffer, build_transitions, episode_returns
+from policylab.datamodules.validation import check_actions, validate_arrays
 from policylab.envs.make import GYMNASIUM_ENV_OF_FAMILY, make_env
 from policylab.envs.scores import env_family, reference_scores
 
@@ -42,12 +37,22 @@ class OfflineTransitionDataModule(TransitionDataModule):
             settings; AntMaze uses bias -1).
         env_id: gymnasium env to evaluate in; inferred from the dataset when omitted.
         action_bound: the model's ``max_action``; from the env's action space when omitted.
+            Dataset actions must lie within it (or the env's action space), up to a tolerance of
+            1e-3 of the bound.
         download: allow Minari to download a dataset that is not on disk.
         max_episode_steps: episode length used where the data has no ``timeouts``.
         val_batches: batches the ``validate``/``test`` loops draw for offline diagnostics.
         online_capacity: rows reserved for transitions collected online (offline-to-online
             finetuning appends them next to the dataset; see ``EnvInteraction``).
         seed: seed of the sampling generator (default: derived from the global seed and rank).
+        clip_actions: clip dataset actions outside the bound to it (the count is reported)
+            instead of refusing the data.
+
+    Loading checks the data (see :mod:`policylab.datamodules.validation`): NaNs, flags other
+    than 0/1, an observation value large enough to wipe out float32 normalization, actions
+    outside the bound, and observation/action dimensions that differ from the env's spaces all
+    stop with a :class:`DatasetError` naming the file, key, row and value. Statistics are
+    computed in float64.
     """
 
     def __init__(
@@ -67,6 +72,7 @@ class OfflineTransitionDataModule(TransitionDataModule):
         val_batches: int = 10,
         online_capacity: int = 0,
         seed: int | None = None,
+        clip_actions: bool = False,
     ) -> None:
         super().__init__(batch_size, val_batches, seed)
         self.save_hyperparameters()
@@ -75,6 +81,7 @@ class OfflineTransitionDataModule(TransitionDataModule):
         self.reward_normalization, self.reward_scale, self.reward_bias = reward_normalization, reward_scale, reward_bias
         self._env_id, self._action_bound, self.download = env_id, action_bound, download
         self.max_episode_steps, self.online_capacity = max_episode_steps, online_capacity
+        self.clip_actions = clip_actions
 
     # ----------------------------------------------------------------- loading
     def _resolve_source(self) -> tuple[str, str]:
@@ -121,17 +128,20 @@ class OfflineTransitionDataModule(TransitionDataModule):
             info = {"env_id": _env_from_name(Path(location).stem)}
         else:
             arrays, info = read_minari(location, download=self.download)
-        validate_arrays(arrays, location)
+        arrays = validate_arrays(arrays, location)
+        env_id = self._env_id or info.get("env_id")
+        arrays["actions"], max_action = self._check_env_fit(env_id, arrays, location)
         transitions = build_transitions(arrays, self.max_episode_steps)
+        if len(transitions["obs"]) == 0:
+            raise DatasetError(_no_transition_message(location, arrays))
         returns = episode_returns(
-            np.asarray(arrays["rewards"]).reshape(-1),
-            np.asarray(arrays["terminals"]).reshape(-1),
-            np.asarray(arrays.get("timeouts", np.zeros(len(arrays["rewards"])))).reshape(-1),
+            arrays["rewards"], arrays["terminals"], arrays.get("timeouts", np.zeros(len(arrays["rewards"])))
         )
         obs = transitions["obs"]
-        mean, std = obs.mean(0), obs.std(0) + self.observation_eps
+        mean, std = obs.mean(0, dtype=np.float64), obs.std(0, dtype=np.float64) + self.observation_eps
         if not self.normalize_observations:
             mean, std = np.zeros_like(mean), np.ones_like(std)
+        mean, std = mean.astype(np.float32), std.astype(np.float32)
         transitions["obs"] = (obs - mean) / std
         transitions["next_obs"] = (transitions["next_obs"] - mean) / std
         factor = 1.0
@@ -145,12 +155,11 @@ class OfflineTransitionDataModule(TransitionDataModule):
         transitions["reward"] = (transitions["reward"] * (factor * self.reward_scale) + self.reward_bias).astype(
             np.float32
         )
-        env_id = self._env_id or info.get("env_id")
         return {
             "location": location,
             "buffer": TransitionBuffer(transitions, capacity=len(transitions["obs"]) + self.online_capacity),
-            "obs_mean": mean.astype(np.float32),
-            "obs_std": std.astype(np.float32),
+            "obs_mean": mean,
+            "obs_std": std,
             "episode_returns": returns,
             "env_id": env_id,
             "ref_scores": (
@@ -158,24 +167,65 @@ class OfflineTransitionDataModule(TransitionDataModule):
                 if "ref_min_score" in info and "ref_max_score" in info
                 else (reference_scores(env_id) if env_id else None)
             ),
-            "max_action": self._action_bound_of(env_id, arrays["actions"]),
+            "max_action": max_action,
             "reward_transform": (factor, self.reward_scale, self.reward_bias),
         }
 
-    def _action_bound_of(self, env_id: str | None, actions: np.ndarray) -> float:
-        """``action_bound`` if given, else the env's action-space bound, else the data's max |a|."""
-        if self._action_bound is not None:
-            return float(self._action_bound)
+    def _check_env_fit(self, env_id: str | None, arrays: dict, location: str) -> tuple[np.ndarray, float]:
+        """Compare the data's dimensions with ``env_id``'s spaces and its actions with the bound
+        (``action_bound``, else the env's action space); returns ``(actions, max_action)``.
+        Without an env and an ``action_bound`` the bound is the data's largest ``|a|``."""
+        actions = arrays["actions"]
+        low = high = None
         if env_id is not None:
-            env = make_env(env_id)
-            bound = float(np.max(env.action_space.high))
+            try:
+                env = make_env(env_id)
+            except ValueError as err:
+                raise DatasetError(
+                    f"{location}: {err} Set data.init_args.env_id to the env the data comes from."
+                ) from err
+            obs_space, action_space = env.observation_space, env.action_space
             env.close()
-            return bound
-        return float(np.abs(actions).max())
+            data_obs, data_act = arrays["observations"].shape[1:], actions.shape[1:]
+            if obs_space.shape != data_obs or action_space.shape != data_act:
+                raise DatasetError(
+                    f"{location}: the data has observations {list(arrays['observations'].shape)} and actions "
+                    f"{list(actions.shape)}, but {env_id} observes {obs_space.shape} and acts in {action_space.shape}: "
+                    "the dataset does not match the evaluation env. Set data.init_args.env_id to the env the data "
+                    "was recorded in."
+                )
+            if hasattr(action_space, "high"):
+                low, high = action_space.low, action_space.high
+                bound_name = f"the action space of {env_id}"
+        if self._action_bound is not None:
+            low, high = -float(self._action_bound), float(self._action_bound)
+            bound_name = "action_bound"
+        if low is None:
+            return actions, float(np.abs(actions).max())
+        actions, clipped = check_actions(actions, low, high, location, bound_name, self.clip_actions)
+        if clipped:
+            rank_zero_info(f"{location}: clipped {clipped} action values to {bound_name} (clip_actions: true)")
+        return actions, float(np.max(high))
 
     @property
     def episode_returns(self) -> np.ndarray:
         return self._loaded["episode_returns"]
+
+
+def _no_transition_message(location: str, arrays: dict) -> str:
+    """Why data without ``next_observations`` gave no transition (D4RL's rule drops the last row
+    and each row at a timeout, whose successor starts another episode)."""
+    n = len(arrays["observations"])
+    why = (
+        "it holds a single row"
+        if n == 1
+        else f"every row before its last ({n - 1} of {n}) ends an episode by timeout (episodes of one step)"
+    )
+    return (
+        f"{location}: no transition can be built: {why}, and without 'next_observations' a row's successor is "
+        "the next row of the same episode. Store 'next_observations' (then every row is a transition) or "
+        "record longer episodes."
+    )
 
 
 def _env_from_name(stem: str) -> str | None:

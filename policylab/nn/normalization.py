@@ -21,6 +21,12 @@ class ObservationNormalizer(nn.Module):
                 f"observation statistics have shape {tuple(mean.shape)}/{tuple(std.shape)}, "
                 f"the model expects ({self.mean.numel()},)"
             )
+        if not (torch.isfinite(mean).all() and torch.isfinite(std).all() and (std > 0).all()):
+            column = int(torch.argmin((torch.isfinite(mean) & torch.isfinite(std) & (std > 0)).int()))
+            raise ValueError(
+                f"observation statistics of dimension {column} are unusable (mean {mean[column].item():.4g}, "
+                f"std {std[column].item():.4g}): the mean must be finite and the std finite and positive"
+            )
         self.mean.copy_(mean)
         self.std.copy_(std)
 
