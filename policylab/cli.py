@@ -20,6 +20,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from policylab.callbacks import EnvEvaluation, RolloutVideo, StepProgressBar
+from policylab.config_layers import ConfigLayers, run_name
 from policylab.datamodules.d4rl_format import DatasetError
 
 # Lightning warns that manual-optimization checkpoints hold post-step weights: that is what we want.
@@ -30,7 +31,10 @@ warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
 LINKED_FROM_DATA = ("obs_dim", "action_dim", "max_action")
 
 
-class PolicylabCLI(LightningCLI):
+class PolicylabCLI(ConfigLayers, LightningCLI):
+    """Config files may name fragments under ``defaults:`` (policylab.config_layers); the logger is
+    named after the config file: ``runs/<config stem>/version_N``."""
+
     def __init__(self, *args, **kwargs) -> None:
         kwargs.setdefault("subclass_mode_model", True)
         kwargs.setdefault("subclass_mode_data", True)
@@ -40,7 +44,7 @@ class PolicylabCLI(LightningCLI):
             {
                 "logger": {
                     "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
-                    "init_args": {"save_dir": "runs", "name": "policylab", "default_hp_metric": False},
+                    "init_args": {"save_dir": "runs", "name": run_name(kwargs.get("args")), "default_hp_metric": False},
                 },
                 "enable_progress_bar": True,
             },
