@@ -2,6 +2,8 @@
 batches; masks, truncation, chat templates and extra fields as documented; bad rows named by
 number; padded and unpadded log-probs agree."""
 
+import logging
+
 import pytest
 import torch
 
@@ -102,7 +104,7 @@ def test_chat_messages_use_the_chat_template(tmp_path, tokenizer_dir):
 )
 def test_bad_rows_stop_with_their_number_or_are_skipped_and_counted(tmp_path, tokenizer_dir, row, reason):
     path = write_jsonl([{"prompt": "1+2=", "chosen": "3", "rejected": "4"}, row], tmp_path / "bad.jsonl")
-    with pytest.raises(TextDataError, match=rf"bad.jsonl, row 2: .*{reason}"):
+    with pytest.raises(TextDataError, match=rf"bad.jsonl, line 2: .*{reason}"):
         batch_of(path, tokenizer_dir)
     dm, batch = batch_of(path, tokenizer_dir, bad_rows="skip")
     assert batch["input_ids"].shape[0] == 2 and [n for n, _ in dm.skipped["train"]] == [2]
@@ -170,3 +172,94 @@ def test_semantic_distance_from_an_offline_encoder(tmp_path, tokenizer_dir):
         for r in data[1:]
     ]
     torch.testing.assert_close(batch["semantic_distance"], torch.tensor(expected), atol=1e-5, rtol=1e-4)
+
+
+# ------------------------------------------------------------------ bad input (issue 17)
+def test_pairs_identical_after_truncation_are_bad_rows(tmp_path, tokenizer_dir, caplog):
+    # prompt "1+1=" is 5 tokens with <bos>; max_length 9 leaves 4 completion tokens: "1234" of both
+    data = [
+        {"prompt": "1+1=", "chosen": "2", "rejected": "3"},
+        {"prompt": "1+1=", "chosen": "123456", "rejected": "123457"},
+    ]
+    path = write_jsonl(data, tmp_path / "long.jsonl")
+    with pytest.raises(TextDataError, match=r"long.jsonl, line 2: chosen and rejected differ only past max_length 9"):
+        batch_of(path, tokenizer_dir, max_length=9, max_prompt_length=6)
+    with caplog.at_level(logging.INFO):
+        dm, batch = batch_of(path, tokenizer_dir, max_length=9, max_prompt_length=6, bad_rows="skip")
+    assert batch["input_ids"].shape[0] == 2 and [n for n, _ in dm.skipped["train"]] == [2]
+    assert f"train: 1 rows from {path}; skipped 1 bad rows (first: line 2: chosen and rejected differ" in caplog.text
+    # with room for the whole completions the same row is a good pair
+    dm, batch = batch_of(path, tokenizer_dir, max_length=16, max_prompt_length=6)
+    assert batch["input_ids"].shape[0] == 4 and dm.skipped["train"] == []
+
+
+def test_pairs_the_tokenizer_maps_to_the_same_tokens_are_bad_rows(tmp_path, tokenizer_dir):
+    # the arithmetic tokenizer knows digits and + - = only: both texts become <unk> <unk> <unk>
+    path = write_jsonl(
+        [{"prompt": "1+2=", "chosen": "3", "rejected": "4"}, {"prompt": "1+1=", "chosen": "two", "rejected": "dos"}],
+        tmp_path / "words.jsonl",
+    )
+    with pytest.raises(
+        TextDataError, match=r"words.jsonl, line 2: chosen and rejected are different texts but the tokenizer gives"
+    ) as info:
+        batch_of(path, tokenizer_dir)
+    assert "become <unk>" in str(info.value)
+
+
+def test_skips_and_truncations_are_counted_and_reported_per_split(tmp_path, tokenizer_dir, caplog):
+    train = [
+        {"prompt": "1+1=", "chosen": "2", "rejected": "3"},  # fits
+        {"prompt": "123+456=", "chosen": "5", "rejected": "1"},  # prompt 9 tokens (with <bos>) > 6: truncated
+        {"prompt": "1+1=", "chosen": " ", "rejected": "3"},  # empty chosen: skipped
+        {"prompt": "1+1=", "chosen": "2222", "rejected": "3"},  # chosen 5 tokens (with <eos>) > 9 - 5: truncated
+        {"prompt": "9+9=", "chosen": "18", "rejected": "1234567"},  # rejected 8 tokens > 9 - 5: truncated
+    ]
+    path = write_jsonl(train, tmp_path / "train.jsonl")
+    val = write_jsonl(train[:1], tmp_path / "val.jsonl")
+    with caplog.at_level(logging.INFO):
+        dm = PreferenceDataModule(
+            str(path), str(tokenizer_dir), val_file=str(val), max_length=9, max_prompt_length=6, bad_rows="skip"
+        )
+        dm.setup("fit")
+    assert dm.truncated == {"train": {"prompts": 1, "completions": 2}, "val": {"prompts": 0, "completions": 0}}
+    assert [n for n, _ in dm.skipped["train"]] == [3]
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith(("train:", "val:"))]
+    assert lines == [
+        f"train: 4 rows from {path}; skipped 1 bad rows (first: line 3: empty chosen); "
+        "truncated 1 prompts to max_prompt_length 6 and 2 completions to max_length 9",
+        f"val: 1 rows from {val}; none skipped or truncated",
+    ]
+
+
+def test_a_non_utf8_byte_names_file_and_line(tmp_path, tokenizer_dir):
+    good = b'{"prompt": "1+1=", "chosen": "2", "rejected": "3"}\n'
+    (tmp_path / "latin1.jsonl").write_bytes(
+        good + b"\n" + b'{"prompt": "1+1=", "chosen": "caf\xe9", "rejected": "3"}\n'
+    )
+    with pytest.raises(TextDataError, match=r"latin1.jsonl, line 3: not valid UTF-8 \(byte 0xe9 at byte 34 "):
+        batch_of(tmp_path / "latin1.jsonl", tokenizer_dir)
+
+
+def test_a_tokenizer_path_typo_says_folder_not_found(tmp_path, tokenizer_dir, monkeypatch):
+    path = write_jsonl(rows(2), tmp_path / "pairs.jsonl")
+    typo = tmp_path / "data" / "tokenzer"
+    with pytest.raises(TextDataError, match=rf"tokenizer folder not found: {typo}; give the folder"):
+        PreferenceDataModule(str(path), str(typo))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").mkdir()
+    for name in ("./tokenizer", "runs/tokenizer", "~/no-such-policylab-tokenizer"):
+        with pytest.raises(TextDataError, match="tokenizer folder not found"):
+            PreferenceDataModule(str(path), name)
+    with pytest.raises(TextDataError, match=r"pairs.jsonl \(it is a file, not a folder\)"):
+        PreferenceDataModule(str(path), str(path))
+
+
+def test_which_names_are_local_paths(tmp_path, monkeypatch):
+    from policylab.datamodules.text import looks_like_local_path
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").mkdir()
+    local = ["./tok", "../tok", "/abs/tok", "~/tok", "data/arithmetic/tokenizer", "runs/tok", "a\\b"]
+    hub = ["gpt2", "Qwen/Qwen2.5-0.5B", "namespace/name"]
+    assert [looks_like_local_path(n) for n in local] == [True] * len(local)
+    assert [looks_like_local_path(n) for n in hub] == [False] * len(hub)

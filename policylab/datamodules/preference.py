@@ -4,7 +4,8 @@ File formats, chat messages, tokenization, truncation and bad-row handling are t
 :mod:`policylab.datamodules.text`. Batches hold the chosen rows then the rejected rows (``2B``
 sequences, right-padded) with attention and completion masks, plus each ``extra_fields`` value
 (a label-flip probability, win-rate estimates, a semantic distance) as a ``[B]`` tensor. A row
-whose chosen and rejected texts are identical is a bad row.
+whose chosen and rejected texts are identical, or become identical token ids (a difference past
+``max_length``, or text the tokenizer maps to the same unknown tokens), is a bad row.
 """
 
 from __future__ import annotations
@@ -77,6 +78,17 @@ class PreferenceDataModule(TokenizedTextDataModule):
         out = {"prompt": self.prompt_ids(prompt)}
         for key, text in (("chosen", chosen), ("rejected", rejected)):
             out[key] = self.completion_ids(text, len(out["prompt"]), key)
+        if out["chosen"] == out["rejected"]:
+            if self.full_completion_ids(chosen) != self.full_completion_ids(rejected):
+                raise ValueError(
+                    f"chosen and rejected differ only past max_length {self.hparams.max_length} (prompt "
+                    f"{len(out['prompt'])} tokens): identical after truncation, the pair teaches nothing"
+                )
+            unknown = self.tokenizer.unk_token
+            raise ValueError(
+                "chosen and rejected are different texts but the tokenizer gives them the same tokens"
+                + (f" (characters it does not know become {unknown})" if unknown else "")
+            )
         return out | self.extra_values(row)
 
     def collate(self, rows: list[dict]) -> dict[str, torch.Tensor]:

@@ -12,8 +12,10 @@ A completion mask is 1 only on completion tokens, so prompts and padding never e
 log-probability or a loss.
 
 Bad rows (a missing column, an empty text, a completion with no token left after truncation,
-and what a subclass adds) stop loading with the file and row number, or with
-``bad_rows="skip"`` are left out and counted (``skipped`` holds the reasons by row).
+and what a subclass adds) stop loading with the file and line (JSONL) or row number, or with
+``bad_rows="skip"`` are left out and counted (``skipped`` holds the reasons by number). Each
+split reports in one info line how many rows it skipped and how many prompts and completions
+it truncated (``truncated`` holds the counts). JSONL files must be UTF-8.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader
 
 
@@ -33,11 +36,18 @@ class TextDataError(ValueError):
 
 
 def read_jsonl(path: str | Path, error: type[ValueError] = TextDataError) -> list[tuple[int, dict[str, Any]]]:
-    """``(line number, object)`` of each non-empty line of a JSONL file; a line that is not a
-    JSON object raises ``error`` naming the file and the line."""
+    """``(line number, object)`` of each non-empty line of a UTF-8 JSONL file; a line that is not
+    UTF-8 or not a JSON object raises ``error`` naming the file and the line."""
     rows = []
-    with open(path) as f:
-        for number, line in enumerate(f, start=1):
+    with open(path, "rb") as f:
+        for number, raw in enumerate(f, start=1):
+            try:
+                line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
+            except UnicodeDecodeError as err:
+                raise error(
+                    f"{path}, line {number}: not valid UTF-8 (byte 0x{raw[err.start]:02x} at byte {err.start + 1} "
+                    "of the line); save the file as UTF-8"
+                ) from None
             if not line.strip():
                 continue
             try:
@@ -52,6 +62,13 @@ def read_jsonl(path: str | Path, error: type[ValueError] = TextDataError) -> lis
 
 def read_rows(path: str | Path) -> list[dict[str, Any]]:
     """Rows of a ``.jsonl`` file, a ``.parquet`` file or a ``datasets`` directory, as dicts."""
+    return [row for _, row in read_numbered_rows(path)[1]]
+
+
+def read_numbered_rows(path: str | Path) -> tuple[str, list[tuple[int, dict[str, Any]]]]:
+    """``(unit, [(number, row), ...])``: the rows of :func:`read_rows` with the number an error
+    should name them by; ``unit`` is ``"line"`` for JSONL (the file's line numbers, blank lines
+    counted) and ``"row"`` otherwise (1-based)."""
     path = Path(path)
     if not path.exists():
         raise TextDataError(f"{path}: no such file or directory")
@@ -59,19 +76,33 @@ def read_rows(path: str | Path) -> list[dict[str, Any]]:
         import datasets
 
         try:
-            return datasets.load_from_disk(str(path)).to_list()
+            rows = datasets.load_from_disk(str(path)).to_list()
         except (FileNotFoundError, ValueError) as err:
             raise TextDataError(f"{path}: not a dataset saved with datasets.save_to_disk ({err})") from err
-    if path.suffix == ".parquet":
+    elif path.suffix == ".parquet":
         import pyarrow.parquet as pq
 
         try:
-            return pq.read_table(path).to_pylist()
+            rows = pq.read_table(path).to_pylist()
         except Exception as err:  # pyarrow raises several types for broken files
             raise TextDataError(f"{path}: unreadable Parquet file ({err})") from err
-    if path.suffix in (".jsonl", ".json"):
-        return [row for _, row in read_jsonl(path)]
-    raise TextDataError(f"{path}: unknown format (expected .jsonl, .parquet or a datasets directory)")
+    elif path.suffix in (".jsonl", ".json"):
+        return "line", read_jsonl(path)
+    else:
+        raise TextDataError(f"{path}: unknown format (expected .jsonl, .parquet or a datasets directory)")
+    return "row", list(enumerate(rows, start=1))
+
+
+def looks_like_local_path(name: str) -> bool:
+    """Whether a model or tokenizer name is meant as a folder rather than a hub id
+    (``namespace/name``): it starts with ``.``, ``/`` or ``~``, has more than one ``/``, holds a
+    backslash, or its first part is an existing local folder."""
+    return (
+        name.startswith((".", "/", "~"))
+        or name.count("/") > 1
+        or "\\" in name
+        or ("/" in name and Path(name.split("/")[0]).expanduser().is_dir())
+    )
 
 
 class TokenizedTextDataModule(L.LightningDataModule):
@@ -103,7 +134,9 @@ class TokenizedTextDataModule(L.LightningDataModule):
             raise ValueError(f"max_prompt_length ({max_prompt_length}) must be below max_length ({max_length})")
         self.save_hyperparameters(ignore=["tokenizer"])
         self.tokenizer = self._load_tokenizer(tokenizer)
-        self.skipped: dict[str, list[tuple[int, str]]] = {}
+        self.skipped: dict[str, list[tuple[int, str]]] = {}  # split -> (line or row number, reason)
+        self.truncated: dict[str, dict[str, int]] = {}  # split -> {"prompts": n, "completions": m}
+        self._row_truncated = {"prompts": 0, "completions": 0}
         self._tokenized: dict[str, list[dict]] = {}
         self._attached: list[str] = []  # per-row fields added after loading (attach_values)
 
@@ -112,7 +145,15 @@ class TokenizedTextDataModule(L.LightningDataModule):
         if isinstance(tokenizer, (str, Path)):
             from transformers import AutoTokenizer
 
-            tokenizer = AutoTokenizer.from_pretrained(str(tokenizer))
+            name = str(tokenizer)
+            folder = Path(name).expanduser()
+            if (isinstance(tokenizer, Path) or looks_like_local_path(name)) and not folder.is_dir():
+                raise TextDataError(
+                    f"tokenizer folder not found: {folder}"
+                    + (" (it is a file, not a folder)" if folder.is_file() else "")
+                    + "; give the folder holding tokenizer_config.json (or a hub id like 'namespace/name')"
+                )
+            tokenizer = AutoTokenizer.from_pretrained(name)
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
         if tokenizer.eos_token_id is None:
@@ -137,15 +178,27 @@ class TokenizedTextDataModule(L.LightningDataModule):
             raise ValueError(f"missing column {', '.join(missing)}")
 
     def prompt_ids(self, prompt: str) -> list[int]:
+        """The prompt's token ids, keeping the last ``max_prompt_length`` (counted as truncated)."""
         if not prompt.strip():
             raise ValueError("empty prompt")
-        return self.tokenizer(prompt).input_ids[-self.hparams.max_prompt_length :]
+        ids = self.tokenizer(prompt).input_ids
+        if len(ids) > self.hparams.max_prompt_length:
+            self._row_truncated["prompts"] += 1
+        return ids[-self.hparams.max_prompt_length :]
+
+    def full_completion_ids(self, text: str) -> list[int]:
+        """A completion's token ids before truncation, ending with EOS."""
+        return self.tokenizer(text, add_special_tokens=False).input_ids + [self.tokenizer.eos_token_id]
 
     def completion_ids(self, text: str, prompt_length: int, name: str) -> list[int]:
+        """The completion's token ids within ``max_length`` after the prompt (counted as truncated)."""
         if not text.strip():
             raise ValueError(f"empty {name}")
-        ids = self.tokenizer(text, add_special_tokens=False).input_ids + [self.tokenizer.eos_token_id]
-        ids = ids[: self.hparams.max_length - prompt_length]
+        ids = self.full_completion_ids(text)
+        room = self.hparams.max_length - prompt_length
+        if len(ids) > room:
+            self._row_truncated["completions"] += 1
+        ids = ids[:room]
         if not ids:
             raise ValueError(f"no {name} token left after truncation to max_length {self.hparams.max_length}")
         return ids
@@ -171,18 +224,46 @@ class TokenizedTextDataModule(L.LightningDataModule):
         raise NotImplementedError
 
     def _tokenize_file(self, path: str, split: str) -> list[dict]:
-        rows, skipped = [], []
-        for number, row in enumerate(self.prepare_rows(read_rows(path)), start=1):
+        """Tokenize every row of ``path``; bad rows stop loading or, with ``bad_rows="skip"``, are
+        counted in :attr:`skipped`; truncations are counted in :attr:`truncated`. One info line
+        per split reports both."""
+        unit, numbered = read_numbered_rows(path)
+        prepared = self.prepare_rows([row for _, row in numbered])
+        rows, skipped, truncated = [], [], {"prompts": 0, "completions": 0}
+        for (number, _), row in zip(numbered, prepared):
+            self._row_truncated = {"prompts": 0, "completions": 0}
             try:
                 rows.append(self.tokenize_row(row))
             except (ValueError, TypeError) as err:
                 if self.hparams.bad_rows == "error":
-                    raise TextDataError(f"{path}, row {number}: {err} (bad_rows='skip' leaves such rows out)") from err
+                    raise TextDataError(
+                        f"{path}, {unit} {number}: {err} (bad_rows='skip' leaves such rows out)"
+                    ) from err
                 skipped.append((number, str(err)))
+                continue
+            for key, count in self._row_truncated.items():
+                truncated[key] += count
         if not rows:
-            raise TextDataError(f"{path}: no usable row ({len(skipped)} skipped)")
-        self.skipped[split] = skipped
+            first = f"; first: {unit} {skipped[0][0]}: {skipped[0][1]}" if skipped else ""
+            raise TextDataError(f"{path}: no usable row ({len(skipped)} skipped{first})")
+        self.skipped[split], self.truncated[split] = skipped, truncated
+        rank_zero_info(self._load_report(split, path, unit, len(rows), skipped, truncated))
         return rows
+
+    def _load_report(self, split: str, path: str, unit: str, kept: int, skipped: list, truncated: dict) -> str:
+        parts = [f"{split}: {kept} rows from {path}"]
+        if skipped:
+            parts.append(f"skipped {len(skipped)} bad rows (first: {unit} {skipped[0][0]}: {skipped[0][1]})")
+        cut = []
+        if truncated["prompts"]:
+            cut.append(f"{truncated['prompts']} prompts to max_prompt_length {self.hparams.max_prompt_length}")
+        if truncated["completions"]:
+            cut.append(f"{truncated['completions']} completions to max_length {self.hparams.max_length}")
+        if cut:
+            parts.append("truncated " + " and ".join(cut))
+        if len(parts) == 1:
+            parts.append("none skipped or truncated")
+        return "; ".join(parts)
 
     def setup(self, stage: str | None = None) -> None:
         if "train" not in self._tokenized:
