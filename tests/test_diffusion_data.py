@@ -211,6 +211,9 @@ def test_bad_prompt_files_name_file_and_row(tmp_path):
     path.write_text('{"prompt": "a red circle"}\n\n{"text": "a blue square"}\n')
     with pytest.raises(ImageDataError, match=re.escape(f"{path}, row 3: missing column 'prompt'")):
         PromptDataModule(str(path)).setup("fit")
+    path.write_bytes('{"prompt": "a red circle"}\n{"prompt": "a r\u00e9d square"}\n'.encode("latin-1"))
+    with pytest.raises(ImageDataError, match=re.escape(f"{path}, line 2: not valid UTF-8 (byte 0xe9 at byte 16")):
+        PromptDataModule(str(path)).setup("fit")
     (tmp_path / "p.csv").write_text("prompt\na red circle\n")
     with pytest.raises(ImageDataError, match="unknown format"):
         PromptDataModule(str(tmp_path / "p.csv")).setup("fit")
