@@ -95,6 +95,7 @@ def test_a2pr_learns_the_good_half_of_mixed_data(mixed_npz):
         discount=0.5,
         actor_hidden_dims=(64, 64),
         critic_hidden_dims=(64, 64),
+        value_hidden_dims=(64, 64),
         vae_hidden_dims=(64, 64),
     )
     fixed = dm.buffer.sample(2048, torch.Generator().manual_seed(0))

@@ -4,6 +4,7 @@ import math
 
 import lightning as L
 import numpy as np
+import pytest
 import torch
 
 from policylab.datamodules import OfflineTransitionDataModule
@@ -66,7 +67,8 @@ def _expert(obs: np.ndarray) -> np.ndarray:
     return np.tanh(obs[:, :2] - 0.5 * obs[:, 2:4])
 
 
-def test_iql_learns_the_good_half_of_mixed_data(tmp_path):
+@pytest.mark.parametrize("deterministic_actor", [False, True], ids=["gaussian", "deterministic"])
+def test_iql_learns_the_good_half_of_mixed_data(tmp_path, deterministic_actor):
     rng = np.random.default_rng(1)
     n = 20_000
     obs = rng.normal(size=(n, 6)).astype(np.float32)
@@ -87,12 +89,22 @@ def test_iql_learns_the_good_half_of_mixed_data(tmp_path):
     )
     L.seed_everything(0)
     dm = OfflineTransitionDataModule(str(path), batch_size=256, normalize_observations=False)
-    model = IQL(dm.obs_dim, dm.action_dim, dm.max_action, discount=0.5, hidden_dims=(64, 64), actor_lr_decay_steps=None)
+    model = IQL(
+        dm.obs_dim,
+        dm.action_dim,
+        dm.max_action,
+        discount=0.5,
+        actor_hidden_dims=(64, 64),
+        critic_hidden_dims=(64, 64),
+        value_hidden_dims=(64, 64),
+        actor_lr_decay_steps=None,
+        deterministic_actor=deterministic_actor,
+    )
     fixed = dm.buffer.sample(2048, torch.Generator().manual_seed(0))
     expert = torch.as_tensor(_expert(fixed.obs.numpy()))
     mixture_error = (fixed.action - expert).pow(2).mean().item()
     with torch.no_grad():
-        before = (model.actor.mean(fixed.obs) - expert).pow(2).mean().item()
+        before = (model.policy_action(fixed.obs) - expert).pow(2).mean().item()
     trainer = L.Trainer(
         max_steps=1500,
         logger=False,
@@ -104,5 +116,5 @@ def test_iql_learns_the_good_half_of_mixed_data(tmp_path):
     )
     trainer.fit(model, datamodule=dm)
     with torch.no_grad():
-        after = (model.actor.mean(fixed.obs) - expert).pow(2).mean().item()
+        after = (model.policy_action(fixed.obs) - expert).pow(2).mean().item()
     assert after < 0.2 * before and after < 0.25 * mixture_error, (before, after, mixture_error)

@@ -19,6 +19,8 @@ SMALL_A2PR = [
     "[32,32]",
     "--model.init_args.critic_hidden_dims",
     "[32,32]",
+    "--model.init_args.value_hidden_dims",
+    "[32,32]",
     "--model.init_args.vae_hidden_dims",
     "[32,32]",
     "--data.init_args.batch_size",
@@ -37,7 +39,7 @@ def test_online_phase_appends_normalized_transitions_and_calls_the_hook(hopper_h
     L.seed_everything(0)
     dm = OfflineTransitionDataModule(str(hopper_hdf5), batch_size=64, online_capacity=1000).load()
     offline = len(dm.buffer)
-    model = _Hook(dm.obs_dim, dm.action_dim, dm.max_action, hidden_dims=(32, 32))
+    model = _Hook(dm.obs_dim, dm.action_dim, dm.max_action, actor_hidden_dims=(32, 32), critic_hidden_dims=(32, 32))
     interaction = EnvInteraction(start_step=50, env_steps_per_update=2, exploration_noise=0.1, seed=3)
     trainer = L.Trainer(
         max_steps=100,

@@ -37,7 +37,9 @@ def toy_npz(tmp_path_factory):
 
 
 def _module(dm):
-    return TD3BC(dm.obs_dim, dm.action_dim, dm.max_action, discount=0.9, hidden_dims=(64, 64))
+    return TD3BC(
+        dm.obs_dim, dm.action_dim, dm.max_action, discount=0.9, actor_hidden_dims=(64, 64), critic_hidden_dims=(64, 64)
+    )
 
 
 def _trainer(**kwargs):

@@ -1,6 +1,7 @@
 """The math of each method as pure functions of tensors: no state, no I/O."""
 
 from policylab.losses.a2pr import a2pr_value_target, advantage_filtered_vae_loss, advantage_guided_bc_loss
+from policylab.losses.bc import bc_mse_loss, weighted_bc_loss
 from policylab.losses.diffusion import (
     denoising_error,
     diffusion_dpo_loss,
@@ -36,7 +37,12 @@ from policylab.losses.sac import (
     sac_temperature_loss,
     squashed_gaussian_log_prob,
 )
-from policylab.losses.td3 import clipped_double_q_target, ensemble_mse_loss, smoothed_target_action
+from policylab.losses.td3 import (
+    clipped_double_q_target,
+    ensemble_mse_loss,
+    smoothed_target_action,
+    td3_critic_target,
+)
 from policylab.losses.td3bc import q_scale, td3bc_actor_loss
 
 __all__ = [
@@ -45,6 +51,7 @@ __all__ = [
     "advantage_guided_bc_loss",
     "awr_actor_loss",
     "awr_weights",
+    "bc_mse_loss",
     "bco_pair_loss",
     "bradley_terry_loss",
     "clipped_double_q_target",
@@ -77,5 +84,7 @@ __all__ = [
     "smoothed_target_action",
     "sppo_loss",
     "squashed_gaussian_log_prob",
+    "td3_critic_target",
     "td3bc_actor_loss",
+    "weighted_bc_loss",
 ]

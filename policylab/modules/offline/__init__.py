@@ -1,7 +1,8 @@
 """Offline and offline-to-online RL methods, one file each."""
 
 from policylab.modules.offline.a2pr import A2PR
+from policylab.modules.offline.bc import BC
 from policylab.modules.offline.iql import IQL
 from policylab.modules.offline.td3bc import TD3BC
 
-__all__ = ["A2PR", "IQL", "TD3BC"]
+__all__ = ["A2PR", "BC", "IQL", "TD3BC"]

@@ -17,10 +17,9 @@ from torch import Tensor
 
 from policylab.datamodules.transitions import TransitionBatch
 from policylab.losses.a2pr import a2pr_value_target, advantage_filtered_vae_loss, advantage_guided_bc_loss
-from policylab.losses.td3 import ensemble_mse_loss
+from policylab.losses.td3 import ensemble_mse_loss, td3_critic_target
 from policylab.losses.td3bc import q_scale
 from policylab.modules.base import RLModule, adam, no_param_grads
-from policylab.modules.offline.td3bc import td3_critic_target
 from policylab.nn import ConditionalVAE, DeterministicActor, EnsembleCritic, frozen_copy, mlp, polyak_update
 
 
@@ -34,6 +33,7 @@ class A2PR(RLModule):
     the actor and the target networks.
     """
 
+    counted_optimizer = "critic"
     compiled_losses = ("critic_loss", "value_loss", "actor_loss")
 
     def __init__(
@@ -55,6 +55,7 @@ class A2PR(RLModule):
         vae_lr: float = 1e-3,
         actor_hidden_dims: Sequence[int] = (256, 256, 256),
         critic_hidden_dims: Sequence[int] = (256, 256, 256, 256),
+        value_hidden_dims: Sequence[int] = (256, 256, 256, 256),
         vae_hidden_dims: Sequence[int] = (750, 750),
         online_alpha: float | None = None,
         online_mask: float | None = None,
@@ -62,13 +63,11 @@ class A2PR(RLModule):
         compile_mode: str | None = None,
         cuda_graph: bool = False,
     ) -> None:
-        super().__init__(obs_dim, compile, compile_mode, cuda_graph)
-        self.save_hyperparameters()
-        self.max_action = float(max_action)
+        super().__init__(obs_dim, max_action, policy_freq, compile, compile_mode, cuda_graph)
         self.alpha, self.mask = alpha, mask  # the values in force (the online phase may change them)
         self.actor = DeterministicActor(obs_dim, action_dim, max_action, actor_hidden_dims)
         self.critic = EnsembleCritic(obs_dim, action_dim, critic_hidden_dims, num_critics=2)
-        self.value = mlp(obs_dim, 1, critic_hidden_dims)
+        self.value = mlp(obs_dim, 1, value_hidden_dims)
         self.vae = ConditionalVAE(obs_dim, action_dim, 2 * action_dim, max_action, vae_hidden_dims)
         self.actor_target = frozen_copy(self.actor)
         self.critic_target = frozen_copy(self.critic)
@@ -79,17 +78,15 @@ class A2PR(RLModule):
         hp = self.hparams
         self.alpha = hp.alpha if hp.online_alpha is None else hp.online_alpha
         self.mask = hp.mask if hp.online_mask is None else hp.online_mask
-        self.reset_cuda_graphs()  # recorded graphs hold the old alpha and mask as constants
 
-    def configure_optimizers(self):
+    def named_optimizers(self):
         hp = self.hparams
-        # The critic optimizer is first: its step is the one counted as the training step.
-        return (
-            adam(self.critic.parameters(), hp.critic_lr),
-            adam(self.value.parameters(), hp.value_lr),
-            adam(self.vae.parameters(), hp.vae_lr),
-            adam(self.actor.parameters(), hp.actor_lr),
-        )
+        return {
+            "critic": adam(self.critic.parameters(), hp.critic_lr),
+            "value": adam(self.value.parameters(), hp.value_lr),
+            "vae": adam(self.vae.parameters(), hp.vae_lr),
+            "actor": adam(self.actor.parameters(), hp.actor_lr),
+        }
 
     def policy_action(self, obs: Tensor) -> Tensor:
         return self.actor(obs)
@@ -97,7 +94,10 @@ class A2PR(RLModule):
     # ----------------------------------------------------------------- losses
     def critic_loss(self, batch: TransitionBatch) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """TD3 loss on both heads; returns (loss, Q(s, a) [2, B], target y [B], smoothed a')."""
-        target, next_action = td3_critic_target(self, batch)
+        hp = self.hparams
+        target, next_action = td3_critic_target(
+            self.actor_target, self.critic_target, batch, hp.discount, hp.policy_noise, hp.noise_clip, self.max_action
+        )
         q = self.critic(batch.obs, batch.action)
         return ensemble_mse_loss(q, target), q, target, next_action
 
@@ -124,17 +124,15 @@ class A2PR(RLModule):
         bc = advantage_guided_bc_loss(pi, batch.action, recon_pi, q_data, q_recon, value, self.mask)
         return -lam * q_pi.mean() + bc, lam, bc, (q_recon >= q_data).float().mean()
 
-    # ----------------------------------------------------------------- steps
+    # ----------------------------------------------------------------- one training step
     def update(self, batch: TransitionBatch, update_actor: bool, log: bool) -> dict[str, Tensor]:
-        """Critics (the counted step), value, VAE; every ``policy_freq`` steps the actor and targets."""
-        critic_opt, value_opt, vae_opt, actor_opt = self.optimizers()
         hp = self.hparams
 
         critic_loss, q, critic_target, next_action = self.critic_loss(batch)
-        self.step_counted(critic_opt, critic_loss)
+        self.step("critic", critic_loss)
 
         value_loss, value = self.value_loss(batch, critic_target, next_action)
-        self.step_uncounted(value_opt, value_loss)
+        self.step("value", value_loss)
 
         # Q_1(s, a) of the updated critic: the VAE's filter and the actor's advantages use it.
         with torch.no_grad():
@@ -143,7 +141,7 @@ class A2PR(RLModule):
         vae_loss, recon_loss, kl = advantage_filtered_vae_loss(
             recon, batch.action, mean, std, q_data, value, hp.vae_weight
         )
-        self.step_uncounted(vae_opt, vae_loss)
+        self.step("vae", vae_loss)
 
         metrics = {}
         if log:
@@ -159,7 +157,7 @@ class A2PR(RLModule):
             }
         if update_actor:
             actor_loss, lam, bc, recon_share = self.actor_loss(batch, q_data, value)
-            self.step_uncounted(actor_opt, actor_loss)
+            self.step("actor", actor_loss)
             polyak_update(self.critic_target, self.critic, hp.tau)
             polyak_update(self.actor_target, self.actor, hp.tau)
             if log:
@@ -173,23 +171,15 @@ class A2PR(RLModule):
                 )
         return metrics
 
-    def _diagnostics(self, batch: TransitionBatch, prefix: str) -> None:
+    def diagnostics(self, batch: TransitionBatch) -> dict[str, Tensor]:
+        """TD error, Q of the dataset's and of the policy's actions, advantage of the data, action MSE."""
         critic_loss, q, _, _ = self.critic_loss(batch)
-        pi = self.actor(batch.obs)
-        value = self.value(batch.obs).squeeze(-1)
-        self.log_dict(
-            {
-                f"{prefix}/td_loss": critic_loss,
-                f"{prefix}/q_data": q.mean(),
-                f"{prefix}/q_policy": self.critic(batch.obs, pi, members=1).mean(),
-                f"{prefix}/advantage_data": (q[0] - value).mean(),
-                f"{prefix}/action_mse": (pi - batch.action).pow(2).mean(),
-            }
-        )
-
-    def validation_step(self, batch: TransitionBatch, batch_idx: int) -> None:
-        """Offline diagnostics on dataset batches: TD error, Q of data and policy actions, advantage, action MSE."""
-        self._diagnostics(batch, "val")
-
-    def test_step(self, batch: TransitionBatch, batch_idx: int) -> None:
-        self._diagnostics(batch, "test")
+        q_policy = self.critic(batch.obs, self.actor(batch.obs), members=1)
+        advantage = q[0] - self.value(batch.obs).squeeze(-1)
+        return {
+            **super().diagnostics(batch),
+            "td_loss": critic_loss,
+            "q_data": q.mean(),
+            "q_policy": q_policy.mean(),
+            "advantage_data": advantage.mean(),
+        }

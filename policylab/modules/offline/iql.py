@@ -3,8 +3,10 @@ ICLR 2022 (arXiv:2110.06169), with CORL's settings for MuJoCo and for finetuning
 
 The value ``V`` regresses to an upper expectile of the target critics over dataset actions, the
 critics regress to ``r + gamma * V(s')``, so no action outside the data is ever evaluated; the
-Gaussian actor is extracted by advantage-weighted regression. Online, it keeps the same update
-and explores by sampling its Gaussian.
+actor is extracted by advantage-weighted regression: a Gaussian by weighted log-likelihood, or
+(CORL's ``iql_deterministic``, its Hopper medium and medium-replay setting) a deterministic actor
+by weighted squared error. Online it keeps the same update; the Gaussian explores by sampling,
+the deterministic actor with Gaussian noise.
 """
 
 from __future__ import annotations
@@ -15,20 +17,23 @@ import torch
 from torch import Tensor
 
 from policylab.datamodules.transitions import TransitionBatch
-from policylab.losses.iql import awr_actor_loss, expectile_loss, iql_q_target
+from policylab.losses.bc import weighted_bc_loss
+from policylab.losses.iql import awr_actor_loss, awr_weights, expectile_loss, iql_q_target
 from policylab.losses.td3 import ensemble_mse_loss
 from policylab.modules.base import RLModule, adam
-from policylab.nn import EnsembleCritic, GaussianActor, frozen_copy, mlp, polyak_update
+from policylab.nn import DeterministicActor, EnsembleCritic, GaussianActor, frozen_copy, mlp, polyak_update
 
 
 class IQL(RLModule):
     """IQL with CORL's MuJoCo defaults: expectile 0.7, inverse temperature ``beta`` 3, weights
     capped at 100, lr 3e-4 (the actor's decayed by a cosine over ``actor_lr_decay_steps``),
-    discount 0.99, tau 0.005, 256-256 networks, Gaussian actor.
+    discount 0.99, tau 0.005, 256-256 networks, Gaussian actor (``deterministic_actor=True``:
+    ``max_action * tanh(MLP(s))`` trained by ``mean(exp(beta * A) * ||pi(s) - a||^2)``).
 
     One training step: value (the counted step), critics with the target-critic update, actor.
     """
 
+    counted_optimizer = "value"
     compiled_losses = ("value_loss", "critic_loss", "actor_loss")
 
     def __init__(
@@ -45,39 +50,42 @@ class IQL(RLModule):
         critic_lr: float = 3e-4,
         value_lr: float = 3e-4,
         actor_lr_decay_steps: int | None = 1_000_000,
-        hidden_dims: Sequence[int] = (256, 256),
+        deterministic_actor: bool = False,
+        actor_hidden_dims: Sequence[int] = (256, 256),
+        critic_hidden_dims: Sequence[int] = (256, 256),
+        value_hidden_dims: Sequence[int] = (256, 256),
         compile: bool = False,
         compile_mode: str | None = None,
         cuda_graph: bool = False,
     ) -> None:
-        super().__init__(obs_dim, compile, compile_mode, cuda_graph)
         if not 0.0 < expectile < 1.0:
             raise ValueError(f"expectile must lie in (0, 1), got {expectile}")
-        self.save_hyperparameters()
-        self.max_action = float(max_action)
-        self.actor = GaussianActor(obs_dim, action_dim, max_action, hidden_dims)
-        self.critic = EnsembleCritic(obs_dim, action_dim, hidden_dims, num_critics=2)
+        super().__init__(obs_dim, max_action, 1, compile, compile_mode, cuda_graph)
+        actor = DeterministicActor if deterministic_actor else GaussianActor
+        self.actor = actor(obs_dim, action_dim, max_action, actor_hidden_dims)
+        self.critic = EnsembleCritic(obs_dim, action_dim, critic_hidden_dims, num_critics=2)
         self.critic_target = frozen_copy(self.critic)
-        self.value = mlp(obs_dim, 1, hidden_dims)
+        self.value = mlp(obs_dim, 1, value_hidden_dims)
 
-    def configure_optimizers(self):
+    def named_optimizers(self):
         hp = self.hparams
-        # The value optimizer is first: its step is the one counted as the training step.
-        optimizers = [
-            adam(self.value.parameters(), hp.value_lr),
-            adam(self.critic.parameters(), hp.critic_lr),
-            adam(self.actor.parameters(), hp.actor_lr),
-        ]
-        if hp.actor_lr_decay_steps:
-            schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizers[2], T_max=hp.actor_lr_decay_steps)
-            return optimizers, [schedule]
-        return optimizers
+        return {
+            "value": adam(self.value.parameters(), hp.value_lr),
+            "critic": adam(self.critic.parameters(), hp.critic_lr),
+            "actor": adam(self.actor.parameters(), hp.actor_lr),
+        }
+
+    def named_lr_schedulers(self, optimizers):
+        steps = self.hparams.actor_lr_decay_steps
+        return {"actor": torch.optim.lr_scheduler.CosineAnnealingLR(optimizers["actor"], T_max=steps)} if steps else {}
 
     def policy_action(self, obs: Tensor) -> Tensor:
-        return self.actor.mean(obs)
+        return self.actor(obs) if self.hparams.deterministic_actor else self.actor.mean(obs)
 
     def exploration_action(self, obs: Tensor, noise_std: float, generator: torch.Generator | None = None) -> Tensor:
-        """A sample of the Gaussian policy (``noise_std`` is for deterministic actors only)."""
+        """A sample of the Gaussian policy; the deterministic actor adds Gaussian noise (``noise_std``)."""
+        if self.hparams.deterministic_actor:
+            return super().exploration_action(obs, noise_std, generator)
         return self.actor.sample(obs, generator)
 
     # ----------------------------------------------------------------- losses
@@ -95,54 +103,47 @@ class IQL(RLModule):
         return ensemble_mse_loss(q, target) / q.shape[0], q
 
     def actor_loss(self, batch: TransitionBatch, advantage: Tensor) -> Tensor:
-        log_prob = self.actor.log_prob(batch.obs, batch.action)
-        return awr_actor_loss(log_prob, advantage, self.hparams.beta, self.hparams.max_weight)
+        """Advantage-weighted regression onto the dataset's actions (eq. 7)."""
+        hp = self.hparams
+        if hp.deterministic_actor:
+            return weighted_bc_loss(self.actor(batch.obs), batch.action, awr_weights(advantage, hp.beta, hp.max_weight))
+        return awr_actor_loss(self.actor.log_prob(batch.obs, batch.action), advantage, hp.beta, hp.max_weight)
 
-    # ----------------------------------------------------------------- steps
+    # ----------------------------------------------------------------- one training step
     def update(self, batch: TransitionBatch, update_actor: bool, log: bool) -> dict[str, Tensor]:
-        """Value (the counted step) on the target critic, critic on V(s') + Polyak, then AWR actor."""
-        value_opt, critic_opt, actor_opt = self.optimizers()
         with torch.no_grad():
             next_value = self.value(batch.next_obs).squeeze(-1)  # V(s') before this step's update
 
         value_loss, advantage = self.value_loss(batch)
-        self.step_counted(value_opt, value_loss)
+        self.step("value", value_loss)
 
         critic_loss, q = self.critic_loss(batch, next_value)
-        self.step_uncounted(critic_opt, critic_loss)
+        self.step("critic", critic_loss)
         polyak_update(self.critic_target, self.critic, self.hparams.tau)
 
         actor_loss = self.actor_loss(batch, advantage)
-        self.step_uncounted(actor_opt, actor_loss)
+        self.step("actor", actor_loss)
         if not log:
             return {}
-        return {
+        metrics = {
             "train/value_loss": value_loss,
             "train/critic_loss": critic_loss,
             "train/actor_loss": actor_loss,
             "train/q_mean": q.detach().mean(),
             "train/advantage_mean": advantage.mean(),
-            "train/actor_std": self.actor.std().detach().mean(),
         }
+        if not self.hparams.deterministic_actor:
+            metrics["train/actor_std"] = self.actor.std().detach().mean()
+        return metrics
 
-    def _diagnostics(self, batch: TransitionBatch, prefix: str) -> None:
-        next_value = self.value(batch.next_obs).squeeze(-1)
-        critic_loss, q = self.critic_loss(batch, next_value)
+    def diagnostics(self, batch: TransitionBatch) -> dict[str, Tensor]:
+        """TD and expectile losses, Q and advantage of the dataset's actions, action MSE."""
+        critic_loss, q = self.critic_loss(batch, self.value(batch.next_obs).squeeze(-1))
         value_loss, advantage = self.value_loss(batch)
-        pi = self.actor.mean(batch.obs)
-        self.log_dict(
-            {
-                f"{prefix}/td_loss": critic_loss,
-                f"{prefix}/value_loss": value_loss,
-                f"{prefix}/q_data": q.mean(),
-                f"{prefix}/advantage_data": advantage.mean(),
-                f"{prefix}/action_mse": (pi - batch.action).pow(2).mean(),
-            }
-        )
-
-    def validation_step(self, batch: TransitionBatch, batch_idx: int) -> None:
-        """Offline diagnostics on dataset batches: TD and expectile losses, Q, advantage, action MSE."""
-        self._diagnostics(batch, "val")
-
-    def test_step(self, batch: TransitionBatch, batch_idx: int) -> None:
-        self._diagnostics(batch, "test")
+        return {
+            **super().diagnostics(batch),
+            "td_loss": critic_loss,
+            "value_loss": value_loss,
+            "q_data": q.mean(),
+            "advantage_data": advantage.mean(),
+        }

@@ -31,6 +31,7 @@ class SAC(RLModule):
     temperature, then the target critics. Evaluation uses the mean action ``tanh(mean(s))``.
     """
 
+    counted_optimizer = "critic"
     compiled_losses = ("critic_loss", "actor_loss")
 
     def __init__(
@@ -46,32 +47,31 @@ class SAC(RLModule):
         initial_alpha: float = 1.0,
         learn_alpha: bool = True,
         target_entropy: float | None = None,
-        hidden_dims: Sequence[int] = (256, 256),
+        actor_hidden_dims: Sequence[int] = (256, 256),
+        critic_hidden_dims: Sequence[int] = (256, 256),
         log_std_min: float = -20.0,
         log_std_max: float = 2.0,
         compile: bool = False,
         compile_mode: str | None = None,
         cuda_graph: bool = False,
     ) -> None:
-        super().__init__(obs_dim, compile, compile_mode, cuda_graph)
         if initial_alpha <= 0:
             raise ValueError(f"initial_alpha must be positive, got {initial_alpha}")
-        self.save_hyperparameters()
-        self.max_action = float(max_action)
+        super().__init__(obs_dim, max_action, 1, compile, compile_mode, cuda_graph)
         self.target_entropy = float(-action_dim if target_entropy is None else target_entropy)
-        self.actor = TanhGaussianActor(obs_dim, action_dim, max_action, hidden_dims, log_std_min, log_std_max)
-        self.critic = EnsembleCritic(obs_dim, action_dim, hidden_dims, num_critics=2)
+        self.actor = TanhGaussianActor(obs_dim, action_dim, max_action, actor_hidden_dims, log_std_min, log_std_max)
+        self.critic = EnsembleCritic(obs_dim, action_dim, critic_hidden_dims, num_critics=2)
         self.critic_target = frozen_copy(self.critic)
         self.log_alpha = nn.Parameter(torch.tensor(math.log(initial_alpha)), requires_grad=learn_alpha)
 
-    def configure_optimizers(self):
-        # The critic optimizer is first: its step is the one counted as the training step.
-        optimizers = [
-            adam(self.critic.parameters(), self.hparams.critic_lr),
-            adam(self.actor.parameters(), self.hparams.actor_lr),
-        ]
-        if self.hparams.learn_alpha:
-            optimizers.append(adam([self.log_alpha], self.hparams.alpha_lr))
+    def named_optimizers(self):
+        hp = self.hparams
+        optimizers = {
+            "critic": adam(self.critic.parameters(), hp.critic_lr),
+            "actor": adam(self.actor.parameters(), hp.actor_lr),
+        }
+        if hp.learn_alpha:
+            optimizers["alpha"] = adam([self.log_alpha], hp.alpha_lr)
         return optimizers
 
     @property
@@ -104,22 +104,19 @@ class SAC(RLModule):
             q_pi = self.critic(batch.obs, action)
         return sac_actor_loss(q_pi, log_prob, alpha), log_prob
 
-    # ----------------------------------------------------------------- steps
+    # ----------------------------------------------------------------- one training step
     def update(self, batch: TransitionBatch, update_actor: bool, log: bool) -> dict[str, Tensor]:
-        """Critic (the counted step), actor, temperature, then the Polyak update of the critic."""
-        optimizers = self.optimizers()
-        critic_opt, actor_opt = optimizers[0], optimizers[1]
         alpha = self.alpha
 
         critic_loss, q = self.critic_loss(batch, alpha)
-        self.step_counted(critic_opt, critic_loss)
+        self.step("critic", critic_loss)
 
         actor_loss, log_prob = self.actor_loss(batch, alpha)
-        self.step_uncounted(actor_opt, actor_loss)
+        self.step("actor", actor_loss)
 
         if self.hparams.learn_alpha:
             alpha_loss = sac_temperature_loss(self.log_alpha, log_prob, self.target_entropy)
-            self.step_uncounted(optimizers[2], alpha_loss)
+            self.step("alpha", alpha_loss)
 
         polyak_update(self.critic_target, self.critic, self.hparams.tau)
         if not log:
@@ -132,13 +129,7 @@ class SAC(RLModule):
             "train/alpha": alpha,
         }
 
-    def _diagnostics(self, batch: TransitionBatch, prefix: str) -> None:
+    def diagnostics(self, batch: TransitionBatch) -> dict[str, Tensor]:
+        """Soft TD error and Q of the stored actions, action MSE of the mean action."""
         critic_loss, q = self.critic_loss(batch, self.alpha)
-        self.log_dict({f"{prefix}/td_loss": critic_loss, f"{prefix}/q_data": q.mean()})
-
-    def validation_step(self, batch: TransitionBatch, batch_idx: int) -> None:
-        """Diagnostics on replay batches: soft TD error and Q of the stored actions."""
-        self._diagnostics(batch, "val")
-
-    def test_step(self, batch: TransitionBatch, batch_idx: int) -> None:
-        self._diagnostics(batch, "test")
+        return {**super().diagnostics(batch), "td_loss": critic_loss, "q_data": q.mean()}
