@@ -56,7 +56,7 @@ def test_a_resumed_run_keeps_the_start_scores_of_its_first_fit(tmp_path):
     first = WeightScores()
     fit(tmp_path, 2, first)
     start = first.start_scores.clone()
-    weights_at_resume = torch.load(tmp_path / "last.ckpt", weights_only=False)["state_dict"]["layer.weight"].flatten()[
+    weights_at_resume = torch.load(tmp_path / "last.ckpt", weights_only=True)["state_dict"]["layer.weight"].flatten()[
         :4
     ]
     assert not torch.allclose(weights_at_resume, start)  # re-evaluating at the resume would move the baseline

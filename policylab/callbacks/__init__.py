@@ -1,5 +1,7 @@
-"""Callbacks: environment evaluation, online data collection, policy snapshots, rollout videos, the step progress bar, language and image evaluations."""
+"""Callbacks: environment evaluation, online data collection, policy snapshots, rollout videos,
+atomic checkpoints, the step progress bar, language and image evaluations."""
 
+from policylab.callbacks.checkpoint import AtomicCheckpoint, CheckpointWriteError
 from policylab.callbacks.evaluation import EnvEvaluation
 from policylab.callbacks.generation import GreedyAccuracy
 from policylab.callbacks.images import ImageRewardEvaluation
@@ -9,6 +11,8 @@ from policylab.callbacks.snapshots import PolicySnapshots
 from policylab.callbacks.video import RolloutVideo
 
 __all__ = [
+    "AtomicCheckpoint",
+    "CheckpointWriteError",
     "EnvEvaluation",
     "EnvInteraction",
     "GreedyAccuracy",

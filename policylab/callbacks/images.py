@@ -36,7 +36,8 @@ class ImageRewardEvaluation(ScoredEvaluation):
     ``seed + i``, so evaluations compare like with like), score each with ``reward(image,
     prompt)`` (a dotted path; the image an ``[H, W, 3]`` uint8 array; default the shapes task's)
     and log ``eval/reward`` (mean), ``eval/reward_std`` and ``eval/win_rate`` (against the images
-    of the model at fit start, ties counting half; that model's reward is ``eval/reward_start``). The first ``grid_size`` images go to every
+    of the model at fit start, ties counting half; that model's reward is ``eval/reward_start``).
+    The first ``grid_size`` images go to every
     TensorBoard logger as ``eval/samples`` (and ``eval/samples_start`` at fit start, the
     before-and-after pair). ``limit`` keeps the first prompts only. ``clip_model`` (a local CLIP
     model folder) adds ``eval/clip_score`` (:class:`policylab.metrics.CLIPScore`). The prompts

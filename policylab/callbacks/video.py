@@ -66,7 +66,8 @@ class RolloutVideo(Callback):
         super().__init__()
         if every_n_steps < 0 or max_frames <= 0 or frame_skip <= 0:
             raise ValueError(
-                f"RolloutVideo needs every_n_steps >= 0, max_frames > 0, frame_skip > 0; got {every_n_steps}, {max_frames}, {frame_skip}"
+                "RolloutVideo needs every_n_steps >= 0, max_frames > 0, frame_skip > 0; "
+                f"got {every_n_steps}, {max_frames}, {frame_skip}"
             )
         self.every_n_steps, self.max_frames, self.frame_skip = every_n_steps, max_frames, frame_skip
         self.width, self.height, self.fps, self.seed, self.env_id = width, height, fps, seed, env_id

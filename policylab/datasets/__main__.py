@@ -3,7 +3,8 @@
 ``build hopper --kinds random medium medium-replay`` trains SAC online, picks the medium policy
 and writes the datasets D4RL defines (resumable; see ``policylab.datasets.build``).
 ``record --env Hopper-v5 --policy random --steps 100000 --out data/x.hdf5`` records uniform random
-actions. Files are written atomically: an interrupted run leaves no file under the final name.
+actions. Files are written atomically: an interrupted run leaves no file under the final name,
+and the hidden temporary file a killed write leaves is removed by the next write of that file.
 """
 
 from __future__ import annotations
@@ -14,14 +15,16 @@ from pathlib import Path
 
 import numpy as np
 
-from policylab.datamodules.d4rl_format import write_d4rl_hdf5
 from policylab.datamodules.transitions import episode_returns
+from policylab.datasets.files import write_dataset
 from policylab.envs.rollout import record_steps
 from policylab.envs.scores import normalized_score, reference_scores
 
 
 def record(args: argparse.Namespace) -> None:
     out = Path(args.out)
+    if args.steps <= 0:
+        sys.exit(f"error: --steps must be a positive number of env steps, got {args.steps}")
     if out.exists() and not args.overwrite:
         sys.exit(f"error: {out} exists; pass --overwrite to replace it")
     arrays = record_steps(args.env, args.steps, policy=None, seed=args.seed)
@@ -35,10 +38,11 @@ def record(args: argparse.Namespace) -> None:
     refs = reference_scores(args.env)
     if refs is not None:
         attrs["ref_min_score"], attrs["ref_max_score"] = refs
-    write_d4rl_hdf5(out, arrays, attrs)
+    write_dataset(out, arrays, attrs)
     score = f", normalized {np.mean(normalized_score(returns, *refs)):.1f}" if refs else ""
     print(
-        f"wrote {out}: {len(arrays['rewards'])} transitions, {len(returns)} episodes, return {returns.mean():.1f} +- {returns.std():.1f}{score}"
+        f"wrote {out}: {len(arrays['rewards'])} transitions, {len(returns)} episodes, "
+        f"return {returns.mean():.1f} +- {returns.std():.1f}{score}"
     )
 
 

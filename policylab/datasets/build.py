@@ -27,8 +27,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from policylab.datamodules.d4rl_format import DatasetError, read_d4rl_hdf5, write_d4rl_hdf5
+from policylab.datamodules.d4rl_format import DatasetError, read_d4rl_hdf5
 from policylab.datamodules.transitions import episode_returns
+from policylab.datasets.files import write_dataset
 from policylab.envs.make import GYMNASIUM_ENV_OF_FAMILY
 from policylab.envs.scores import normalized_score, reference_scores
 
@@ -335,7 +336,7 @@ def build(config: BuildConfig, progress: bool = True, log=print) -> dict[str, di
                 log(f"[{kind}] skipped: the SAC run did not reach expert level")
                 continue
             attrs = _dataset_attrs(config, kind, picked)
-            write_d4rl_hdf5(path, arrays, attrs)
+            write_dataset(path, arrays, attrs, log=log)
             log(f"[{kind}] wrote {path}")
         stats = dataset_statistics(arrays, config.env_id)
         if config.minari:
@@ -343,7 +344,8 @@ def build(config: BuildConfig, progress: bool = True, log=print) -> dict[str, di
         written[kind] = stats
         log(
             f"[{kind}] {stats['transitions']} transitions, {stats['episodes']} episodes, "
-            f"return {stats['return_mean']:.1f} +- {stats['return_std']:.1f}, normalized {stats['normalized_score_mean']:.1f}"
+            f"return {stats['return_mean']:.1f} +- {stats['return_std']:.1f}, "
+            f"normalized {stats['normalized_score_mean']:.1f}"
         )
     return written
 
@@ -396,7 +398,8 @@ def dataset_card(config: BuildConfig, picked: dict, stats: dict) -> str:
     lines = [
         f"# {config.family}: datasets and policies built by policylab's SAC",
         "",
-        f"Made with `python -m policylab.datasets build {config.family} --seed {config.seed} --sac-steps {config.sac_steps}`"
+        f"Made with `python -m policylab.datasets build {config.family} --seed {config.seed} "
+        f"--sac-steps {config.sac_steps}`"
         f" (then `python -m policylab.datasets export {config.family}`), SAC on gymnasium `{config.env_id}`.",
         f"Normalized scores use the D4RL {config.family} references: REF_MIN {ref_min}, REF_MAX {ref_max}"
         " (`100 * (return - REF_MIN) / (REF_MAX - REF_MIN)`).",
@@ -416,10 +419,11 @@ def dataset_card(config: BuildConfig, picked: dict, stats: dict) -> str:
         "| file | transitions | episodes | return mean | std | min | max | normalized mean | size |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    for kind, (name, s, size) in stats.items():
+    for name, s, size in stats.values():
         lines.append(
             f"| {name} | {s['transitions']} | {s['episodes']} | {s['return_mean']:.1f} | {s['return_std']:.1f} | "
-            f"{s['return_min']:.1f} | {s['return_max']:.1f} | {s['normalized_score_mean']:.1f} | {size / 2**20:.1f} MiB |"
+            f"{s['return_min']:.1f} | {s['return_max']:.1f} | {s['normalized_score_mean']:.1f} | "
+            f"{size / 2**20:.1f} MiB |"
         )
     lines += [
         "",
@@ -503,8 +507,9 @@ def _check_config(config: BuildConfig) -> None:
         saved = json.loads(saved_file.read_text())
         changed = [k for k in _AFFECTS_TRAINING if saved.get(k) != current[k]]
         if changed:
+            listing = ", ".join(f"{k}: {saved.get(k)} -> {current[k]}" for k in changed)
             raise DatasetError(
-                f"{config.work_dir} holds a build made with other settings ({', '.join(f'{k}: {saved.get(k)} -> {current[k]}' for k in changed)}); "
+                f"{config.work_dir} holds a build made with other settings ({listing}); "
                 "use another --work-dir or the same settings"
             )
     _atomic_write_text(saved_file, json.dumps(current, indent=2))
