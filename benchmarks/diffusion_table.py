@@ -119,7 +119,8 @@ def print_table(table: dict[str, list[Path]], steps: int) -> None:
         return f"{v.mean():.3f} +- {v.std():.3f}"
 
     print(
-        f"\n| method | reward at start | reward after {steps} steps ({len(next(iter(table.values())))} seeds) | per seed | gain | win rate vs start | best evaluation |"
+        f"\n| method | reward at start | reward after {steps} steps ({len(next(iter(table.values())))} seeds) "
+        "| per seed | gain | win rate vs start | best evaluation |"
     )
     print("|---|---|---|---|---|---|---|")
     for name, runs in table.items():
@@ -129,7 +130,8 @@ def print_table(table: dict[str, list[Path]], steps: int) -> None:
         wins = [scores_of_run(r, "eval/win_rate")[steps] for r in runs]
         gain = f"{np.mean(final) - np.mean(start):+.3f}" if start else ""
         print(
-            f"| {name} | {stats(start) if start else ''} | {stats(final)} | {', '.join(f'{x:.3f}' for x in final)} | {gain} "
+            f"| {name} | {stats(start) if start else ''} | {stats(final)} "
+            f"| {', '.join(f'{x:.3f}' for x in final)} | {gain} "
             f"| {stats(wins)} | {stats([max(s.values()) for s in rewards])} |"
         )
 

@@ -2,19 +2,22 @@
 
     OMP_NUM_THREADS=1 python benchmarks/dpo_vs_trl.py --threads 1          # shared machine
     python benchmarks/dpo_vs_trl.py [--steps 1000] [--batch-size 32] [--rounds 3] [--device cuda]
-    python benchmarks/dpo_vs_trl.py --skip-agreement --vocab-size 32000 --steps 60 --warmup 10   # a real vocabulary's LM head
+    # a real vocabulary's LM head:
+    python benchmarks/dpo_vs_trl.py --skip-agreement --vocab-size 32000 --steps 60 --warmup 10
+    python benchmarks/dpo_vs_trl.py --skip-speed                    # the loss agreement table only
 
 1. Loss agreement. For every loss type both implement, the same tiny Llama (``build_model``,
    perturbed so that policy and reference differ) and the same batch of addition pairs go
    through TRL's own ``DPOTrainer.compute_loss`` (a trainer built with that ``loss_type``) and
-   through policylab (``DPO.sequence_stats`` and the module's ``LOSS_TYPES`` entry, or the pure
-   function of ``policylab.losses.preference``). Reported: the largest |loss difference| and
+   through policylab (``DPO.sequence_stats`` and the module's ``objective``, the entry of
+   ``policylab.losses.pairwise.PAIRWISE_LOSSES``, or the pure function of
+   ``policylab.losses.preference``). Reported: the largest |loss difference| and
    gradient difference over every parameter (relative to the largest gradient entry) across
    batches and three perturbation sizes. Agreement: the loss difference <= 1e-5 (relative to the
    loss where it exceeds 1: SPPO and IPO losses reach the hundreds) and the relative gradient
    difference <= 1e-5. Pairings whose formulas differ are run too, and labelled. Not compared:
-   TRL's exo_pair, aot, aot_unpaired, apo_zero, apo_down, discopop and sigmoid_norm (policylab
-   has no such loss) and policylab's simpo and sem_dpo (not in TRL's DPOTrainer; SimPO is in
+   TRL's aot, aot_unpaired, apo_down, discopop and sigmoid_norm (policylab has no such loss)
+   and policylab's simpo and sem_dpo (not in TRL's DPOTrainer; SimPO is in
    ``trl.experimental``'s CPOTrainer).
 2. Speed and memory. The same model, rows, batch size and number of steps through
    ``DPOTrainer.train()`` and through ``lightning.Trainer.fit`` on ``DPO``, alternating
@@ -71,7 +74,7 @@ from trl import DPOConfig, DPOTrainer
 
 from policylab.datamodules import PreferenceDataModule
 from policylab.losses import preference as P
-from policylab.modules.preference import DPO, LOSS_TYPES
+from policylab.modules.preference import DPO
 from policylab.tasks.arithmetic import AdditionTask, build_model, build_tokenizer, write_jsonl
 
 MAX_LENGTH, MAX_PROMPT_LENGTH = 32, 16
@@ -153,14 +156,11 @@ def quiet():
 
 # ----------------------------------------------------------------------------- 1. loss agreement
 def _module_loss(module: DPO, batch: dict) -> torch.Tensor:
-    return LOSS_TYPES[module.hparams.loss_type](module.sequence_stats(batch), module).mean()
+    return module.objective(module.sequence_stats(batch), module.hparams.beta).mean()
 
 
 def _bco_without_shift(module: DPO, batch: dict) -> torch.Tensor:
-    s = module.sequence_stats(batch)
-    return P.bco_pair_loss(
-        s["chosen"] - s["ref_chosen"], s["rejected"] - s["ref_rejected"], module.hparams.beta, delta=0.0
-    ).mean()
+    return P.bco_pair_loss(*module.sequence_stats(batch).ratios(), module.hparams.beta, delta=0.0).mean()
 
 
 # (label, TRL config, policylab's loss of (module, batch), DPO kwargs, expected to agree, note)
@@ -170,7 +170,7 @@ CASES = [
         "robust, eps 0.1",
         {"loss_type": ["robust"], "label_smoothing": 0.1},
         _module_loss,
-        {"loss_type": "robust", "flip_rate": 0.1},
+        {"loss_type": "robust", "loss_kwargs": {"flip_rate": 0.1}},
         True,
         "",
     ),
@@ -205,7 +205,7 @@ CASES = [
         "rpo = sigmoid + sft, mixed lengths",
         {"loss_type": ["sigmoid", "sft"], "loss_weights": [1.0, 1.0]},
         _module_loss,
-        {"loss_type": "rpo", "rpo_alpha": 1.0},
+        {"loss_type": "rpo", "loss_kwargs": {"alpha": 1.0}},
         False,
         "TRL's sft: mean over all chosen tokens; RPO paper: per-pair mean",
     ),
@@ -213,15 +213,32 @@ CASES = [
         "rpo = sigmoid + sft, equal lengths",
         {"loss_type": ["sigmoid", "sft"], "loss_weights": [1.0, 1.0]},
         _module_loss,
-        {"loss_type": "rpo", "rpo_alpha": 1.0},
+        {"loss_type": "rpo", "loss_kwargs": {"alpha": 1.0}},
         True,
         "the two NLL means coincide when all chosen lengths are equal",
+    ),
+    ("apo_zero", {"loss_type": ["apo_zero"]}, _module_loss, {"loss_type": "apo_zero"}, True, ""),
+    (
+        "exo_pair, eps 1e-3",
+        {"loss_type": ["exo_pair"], "label_smoothing": 1e-3},
+        _module_loss,
+        {"loss_type": "exo_pair", "loss_kwargs": {"epsilon": 1e-3}},
+        True,
+        "TRL's label_smoothing is EXO's epsilon",
+    ),
+    (
+        "exo_pair, eps 0.2",
+        {"loss_type": ["exo_pair"], "label_smoothing": 0.2},
+        _module_loss,
+        {"loss_type": "exo_pair", "loss_kwargs": {"epsilon": 0.2}},
+        True,
+        "",
     ),
     (
         "cDPO: sigmoid, label_smoothing 0.1",
         {"loss_type": ["sigmoid"], "label_smoothing": 0.1},
         _module_loss,
-        {"loss_type": "sigmoid", "label_smoothing": 0.1},
+        {"loss_type": "sigmoid", "loss_kwargs": {"label_smoothing": 0.1}},
         False,
         "TRL 1.16's sigmoid ignores label_smoothing (no cDPO)",
     ),
@@ -487,7 +504,8 @@ def print_report(agreement: list[dict], speed: dict[str, list[dict]], args) -> b
     ok = True
     if agreement:
         print(
-            f"\n### Loss agreement (same model and batch; max over 3 batches of 16 pairs x {len(PERTURBATIONS)} perturbations; beta 0.1)\n"
+            "\n### Loss agreement (same model and batch; max over 3 batches of 16 pairs x "
+            f"{len(PERTURBATIONS)} perturbations; beta 0.1)\n"
         )
         print("| case | TRL loss_type | policylab | max abs diff, loss | max rel. diff, grad | agree (1e-5) | note |")
         print("|---|---|---|---|---|---|---|")
@@ -497,8 +515,11 @@ def print_report(agreement: list[dict], speed: dict[str, list[dict]], args) -> b
             verdict += " (UNEXPECTED)"
             ok = False
         print(
-            f"| {r['label']} | {r['trl']} | {r['policylab']} | {r['loss']:.2e} | {r['grad']:.2e} | {verdict} | {r['note']} |"
+            f"| {r['label']} | {r['trl']} | {r['policylab']} | {r['loss']:.2e} | {r['grad']:.2e} | {verdict} "
+            f"| {r['note']} |"
         )
+    if not speed:
+        return ok
     median = {
         side: {key: statistics.median(run[key] for run in runs) for key in runs[0]} for side, runs in speed.items()
     }
@@ -506,7 +527,8 @@ def print_report(agreement: list[dict], speed: dict[str, list[dict]], args) -> b
     model = speed_model(args)
     params, vocab = sum(x.numel() for x in model.parameters()), model.config.vocab_size
     print(
-        f"\n### Training speed and memory (sigmoid DPO, {params:,}-parameter Llama, vocabulary {vocab:,}, batch {args.batch_size} pairs, "
+        f"\n### Training speed and memory (sigmoid DPO, {params:,}-parameter Llama, vocabulary {vocab:,}, "
+        f"batch {args.batch_size} pairs, "
         f"{args.steps} steps, first {args.warmup} not timed; medians of {args.rounds} alternating rounds)\n"
     )
     memory = "peak CUDA memory allocated (MiB)" if args.device == "cuda" else "peak RSS increase (MiB)"
@@ -518,7 +540,8 @@ def print_report(agreement: list[dict], speed: dict[str, list[dict]], args) -> b
         )
     memory_ratio = f"{p['peak_mib'] / t['peak_mib']:.2f}" if t["peak_mib"] > 0 else "n/a"
     print(
-        f"| policylab / TRL | {p['tokens_per_s'] / t['tokens_per_s']:.3f} | {p['steps_per_s'] / t['steps_per_s']:.3f} | "
+        f"| policylab / TRL | {p['tokens_per_s'] / t['tokens_per_s']:.3f} "
+        f"| {p['steps_per_s'] / t['steps_per_s']:.3f} | "
         f"{p['wall_s'] / t['wall_s']:.3f} | {memory_ratio} |"
     )
     print(
@@ -544,6 +567,7 @@ def main() -> None:
         "--vocab-size", type=int, default=0, help="widen the model's vocabulary (0: the task's 17 tokens)"
     )
     parser.add_argument("--skip-agreement", action="store_true")
+    parser.add_argument("--skip-speed", action="store_true", help="only the loss agreement table")
     args = parser.parse_args()
     if not 0 < args.warmup < args.steps:
         parser.error("need 0 < --warmup < --steps")
@@ -559,7 +583,7 @@ def main() -> None:
         tokenizer = build_tokenizer(folder / "tokenizer")
         with contextlib.redirect_stdout(io.StringIO()):
             agreement = [] if args.skip_agreement else loss_agreement(tokenizer, folder)
-        speed = speed_and_memory(tokenizer, folder, args)
+        speed = {} if args.skip_speed else speed_and_memory(tokenizer, folder, args)
     ok = print_report(agreement, speed, args)
     if not ok:
         sys.exit("a loss type agreed or disagreed against expectation (see the table)")

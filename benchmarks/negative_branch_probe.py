@@ -1,6 +1,7 @@
 """Does a trained negative model help as the unconditional branch of guidance on the shapes task?
 
-    python benchmarks/negative_branch_probe.py --pretrained data/bench/diffusion/runs/shapes_pretrain/version_0/pipeline \
+    python benchmarks/negative_branch_probe.py \
+        --pretrained data/bench/diffusion/runs/shapes_pretrain/version_0/pipeline \
         --checkpoints data/bench/diffusion/runs/self_npo_clip1_seed0/version_0/checkpoints/last.ckpt
 
 The positive model is the pretrained one. For each checkpoint, ``delta`` is its UNet's weights

@@ -43,6 +43,9 @@ SETTINGS = {
     "rpo": (1e-4, 0.1),
     "simpo": (1e-4, 2.0),
     "sem_dpo": (1e-4, 0.1),
+    # added with the loss registry, not piloted yet: the common setting
+    "apo_zero": (1e-4, 0.1),
+    "exo_pair": (1e-4, 0.1),
 }
 
 
@@ -173,7 +176,7 @@ def main() -> None:
             if loss == "sem_dpo":  # distances from the SFT model's mean-pooled states, the encoder at hand
                 extra += ["--data.init_args.semantic_model", "runs/sft_arithmetic/version_0/hf_model"]
             if loss == "robust" and args.flip_rate:
-                extra += ["--model.init_args.flip_rate", str(args.flip_rate)]
+                extra += ["--model.init_args.loss_kwargs", f"{{flip_rate: {args.flip_rate}}}"]
             table.setdefault(loss, []).append(fit("dpo_arithmetic.yaml", name, args.dpo_steps, seed, folder, extra))
 
     print_table(table, args.sft_steps, args.dpo_steps)
@@ -189,7 +192,8 @@ def print_table(table: dict[str, list[Path]], sft_steps: int, dpo_steps: int) ->
 
     seeds = len(table["SFT"])
     print(
-        f"\n| method | final accuracy ({seeds} seeds) | per seed | vs SFT | first evaluation | best evaluation | held-out pair accuracy |"
+        f"\n| method | final accuracy ({seeds} seeds) | per seed | vs SFT | first evaluation | best evaluation "
+        "| held-out pair accuracy |"
     )
     print("|---|---|---|---|---|---|---|")
     sft = np.mean([accuracy(r, sft_steps) for r in table["SFT"]])
@@ -202,7 +206,8 @@ def print_table(table: dict[str, list[Path]], sft_steps: int, dpo_steps: int) ->
         pairs = [v[max(v)] for r in runs if (v := scores_of_run(r, "val/reward_accuracy"))]
         held_out = stats(pairs) if len(pairs) == len(runs) else ""
         print(
-            f"| {name} | {stats(final)} | {', '.join(f'{x:.3f}' for x in final)} | {gain} | {early} | {stats([max(s.values()) for s in scores])} | {held_out} |"
+            f"| {name} | {stats(final)} | {', '.join(f'{x:.3f}' for x in final)} | {gain} | {early} "
+            f"| {stats([max(s.values()) for s in scores])} | {held_out} |"
         )
 
 

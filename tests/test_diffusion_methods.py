@@ -156,7 +156,7 @@ def test_self_npo_renoises_between_the_teacher_step_and_the_cap(pipeline):
     original = module.renoise
     module.renoise = lambda x_s, s, u: seen.append((s, u)) or original(x_s, s, u)
     for seed in range(2):
-        module.training_step(image_batch(8, seed), 0)
+        module.shared_step(image_batch(8, seed))
     s, u = torch.cat([p[0] for p in seen]), torch.cat([p[1] for p in seen])
     assert (u > s).all() and (u <= 950).all() and u.max() > 900
     assert (((s + 1) % 40 == 0) | (s == 0)).all()  # the teacher stops on the 25-point grid, or at 0
@@ -280,3 +280,26 @@ def test_model_pairs_are_labelled_by_the_reward_and_load(pipeline, tmp_path):
     data.setup("fit")
     batch = next(iter(data.train_dataloader()))
     assert batch["images"].shape[1:] == (2, 3, SIZE, SIZE) and (batch["scores"][:, 0] >= batch["scores"][:, 1]).all()
+
+
+def test_the_pretrained_base_keeps_frozen_parts_in_eval_and_names_a_missing_pipeline(pipeline, tmp_path, monkeypatch):
+    from conftest import ROOT
+    from lightning.pytorch.utilities.model_helpers import is_overridden
+
+    dro = DiffusionDRO(TextToImage.from_pretrained(pipeline), num_inference_steps=3)
+    assert "model" not in dro.hparams and dro.hparams.margin == 0.001  # a model object is not recorded
+    dro.train()
+    assert dro.model.unet.training
+    for part in (dro.model.text_encoder, dro.reference, dro.sampler):
+        assert not any(m.training for m in part.modules())
+    npo = SelfNPO(str(pipeline))
+    assert npo.hparams.model == str(pipeline)
+    npo.train()
+    assert not npo.teacher.training and not npo.reference.training
+    # methods whose step samples (or distills its own EMA) do not validate; the others do
+    assert not any(is_overridden("validation_step", m) for m in (dro, npo))
+    assert is_overridden("validation_step", DiffusionDPO(str(pipeline)))
+    monkeypatch.chdir(ROOT)
+    missing = tmp_path / "runs/shapes_pretrain/version_0/pipeline"  # configs/shapes_pretrain.yaml writes it
+    with pytest.raises(FileNotFoundError, match=rf"pipeline folder not found: {missing}\. A run writes it"):
+        DiffusionSFT(str(missing))

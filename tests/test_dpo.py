@@ -1,6 +1,6 @@
 """DPO and every loss type behind it learn to prefer right sums on the single-digit addition task
-(held-out pairs), from a tiny model built offline; the module's switch picks the formula of
-policylab.losses.preference on the log-probs of one shared forward."""
+(held-out pairs), from a tiny model built offline; the module's switch picks the entry of the
+registry policylab.losses.pairwise on the log-probs of one shared forward."""
 
 import json
 
@@ -12,7 +12,8 @@ import lightning as L  # noqa: E402
 
 from policylab.datamodules import PreferenceDataModule  # noqa: E402
 from policylab.losses import preference as P  # noqa: E402
-from policylab.modules.preference import DPO, LOSS_TYPES  # noqa: E402
+from policylab.losses.pairwise import PAIRWISE_LOSSES  # noqa: E402
+from policylab.modules.preference import DPO  # noqa: E402
 from policylab.tasks.arithmetic import AdditionTask, build_model, build_tokenizer, write_jsonl  # noqa: E402
 
 
@@ -40,7 +41,7 @@ def _datamodule(folder, **kwargs):
     )
 
 
-@pytest.mark.parametrize("loss_type", sorted(LOSS_TYPES))
+@pytest.mark.parametrize("loss_type", sorted(PAIRWISE_LOSSES))
 def test_every_loss_type_learns_to_prefer_right_sums(task_files, loss_type):
     L.seed_everything(0)
     dm = _datamodule(task_files, extra_fields=["semantic_distance"] if loss_type == "sem_dpo" else ())
@@ -75,7 +76,7 @@ def test_the_module_applies_the_pure_loss_to_one_shared_forward(task_files):
         for p in model.policy.parameters():
             p.add_(0.01 * torch.randn_like(p))
         stats = model.sequence_stats(batch)
-        loss = LOSS_TYPES["sigmoid"](stats, model).mean()
+        loss = model.objective(stats, 0.1).mean()
 
         def alone(net, i):
             n = int(batch["attention_mask"][i].sum())
@@ -95,9 +96,14 @@ def test_the_module_applies_the_pure_loss_to_one_shared_forward(task_files):
     torch.testing.assert_close(loss, torch.stack(by_row).mean(), atol=1e-5, rtol=1e-5)
 
 
-def test_unknown_loss_type_is_named():
+def test_unknown_loss_type_and_loss_kwargs_are_named():
     with pytest.raises(ValueError, match="unknown loss_type 'dpoo'"):
         DPO(build_model(), loss_type="dpoo")
+    with pytest.raises(ValueError, match="loss_type 'simpo': unknown key 'simpo_gamma'; allowed: gamma"):
+        DPO(build_model(), loss_type="simpo", loss_kwargs={"simpo_gamma": 0.5})
+    model = DPO(build_model(), loss_type="simpo", beta=2.0, loss_kwargs={"gamma": 1.0})
+    assert model.objective.hyperparameters == {"gamma": 1.0} and model.reference is None
+    assert model.hparams.loss_kwargs == {"gamma": 1.0} and "model" not in model.hparams  # a model object: not recorded
 
 
 def test_robust_reads_a_per_pair_flip_rate(task_files, tmp_path):
@@ -110,13 +116,60 @@ def test_robust_reads_a_per_pair_flip_rate(task_files, tmp_path):
     )
     dm.setup("fit")
     batch = next(iter(dm.train_dataloader()))
-    model = DPO(build_model(seed=0), loss_type="robust", flip_rate=0.1)
+    model = DPO(build_model(seed=0), loss_type="robust", loss_kwargs={"flip_rate": 0.1})
     with torch.no_grad():
         for p in model.policy.parameters():
             p.add_(0.01 * torch.randn_like(p))
         stats = model.sequence_stats(batch)
-        got = LOSS_TYPES["robust"](stats, model)
-    expected = P.robust_dpo_loss(
-        stats["chosen"] - stats["ref_chosen"], stats["rejected"] - stats["ref_rejected"], 0.1, 0.3
-    )
+        got = model.objective(stats, 0.1)
+    expected = P.robust_dpo_loss(stats.chosen - stats.ref_chosen, stats.rejected - stats.ref_rejected, 0.1, 0.3)
     torch.testing.assert_close(got, expected)
+
+
+def test_bco_shift_is_in_the_state_dict_and_old_checkpoints_load(task_files, tmp_path):
+    """BCO's running shift moves on training steps only, lives in the state dict (a checkpoint
+    holds it), and a checkpoint of the old format (``checkpoint["bco_shift"]``) restores it."""
+    dm = _datamodule(task_files)
+    dm.setup("fit")
+    batches = iter(dm.train_dataloader())
+    model = DPO(build_model(seed=0), loss_type="bco_pair", beta=0.5)
+    with torch.no_grad():
+        for p in model.policy.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+        step_means = []
+        for _ in range(2):
+            batch = next(batches)
+            stats = model.sequence_stats(batch)
+            step_means.append(0.5 * torch.cat(stats.ratios()).mean().item())
+            model.objective(stats, 0.5)
+        model.eval()
+        model.objective(model.sequence_stats(next(batches)), 0.5)  # evaluation: no move
+    assert model.state_dict()["objective.steps"].item() == 2
+    assert model.state_dict()["objective.shift"].item() == pytest.approx(sum(step_means) / 2, rel=1e-5)
+
+    trainer = L.Trainer(max_steps=1, logger=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer.strategy.connect(model)
+    trainer.save_checkpoint(tmp_path / "new.ckpt")
+    again = DPO.load_from_checkpoint(tmp_path / "new.ckpt", model=build_model(seed=0), weights_only=True)
+    assert again.objective.shift.item() == model.objective.shift.item() and again.objective.steps.item() == 2
+
+    old = torch.load(tmp_path / "new.ckpt", weights_only=True)  # rewritten in the format before the registry
+    del old["state_dict"]["objective.shift"], old["state_dict"]["objective.steps"]
+    old["bco_shift"] = {"mean": torch.tensor(0.25), "count": 7}
+    torch.save(old, tmp_path / "old.ckpt")
+    restored = DPO.load_from_checkpoint(tmp_path / "old.ckpt", model=build_model(seed=0), weights_only=True)
+    assert restored.objective.shift.item() == 0.25 and restored.objective.steps.item() == 7
+
+
+def test_a_missing_model_folder_is_named_with_what_writes_it(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs/sft_arithmetic.yaml").write_text("{}")
+    with pytest.raises(
+        FileNotFoundError,
+        match=r"model folder not found: runs/sft_arithmetic/version_0/hf_model\. "
+        r"A run writes it \(hf_model\): run `python cli.py fit --config configs/sft_arithmetic.yaml`",
+    ):
+        DPO("runs/sft_arithmetic/version_0/hf_model")
+    with pytest.raises(FileNotFoundError, match=r"model folder not found: \./modle"):
+        DPO("./modle")

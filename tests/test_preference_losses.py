@@ -7,10 +7,12 @@ import math
 import pytest
 import torch
 
+from policylab.losses.pairwise import PAIRWISE_LOSSES, PairStats, get_pairwise_loss
 from policylab.losses.preference import (
-    RunningMean,
+    apo_zero_loss,
     bco_pair_loss,
     dpo_loss,
+    exo_pair_loss,
     hinge_loss,
     ipo_loss,
     log_ratios,
@@ -103,8 +105,8 @@ def test_nca_by_hand():
     chosen, rejected = ratios()
     beta = 0.1
     expected = [
-        softplus_neg(beta * w) + 0.5 * softplus_neg(-beta * w) + 0.5 * softplus_neg(-beta * l)
-        for w, l in zip(chosen.tolist(), rejected.tolist())
+        softplus_neg(beta * r_w) + 0.5 * softplus_neg(-beta * r_w) + 0.5 * softplus_neg(-beta * r_l)
+        for r_w, r_l in zip(chosen.tolist(), rejected.tolist())
     ]
     assert nca_loss(chosen, rejected, beta).tolist() == pytest.approx(expected, rel=1e-12)
 
@@ -113,16 +115,25 @@ def test_bco_pair_with_shift_and_its_running_mean():
     chosen, rejected = ratios()
     beta, delta = 0.1, 0.05
     expected = [
-        softplus_neg(beta * w - delta) + softplus_neg(-(beta * l - delta))
-        for w, l in zip(chosen.tolist(), rejected.tolist())
+        softplus_neg(beta * r_w - delta) + softplus_neg(-(beta * r_l - delta))
+        for r_w, r_l in zip(chosen.tolist(), rejected.tolist())
     ]
     assert bco_pair_loss(chosen, rejected, beta, delta).tolist() == pytest.approx(expected, rel=1e-12)
-    running = RunningMean()
-    assert running.update(torch.tensor([1.0, 3.0])).item() == 2.0
-    assert running.update(torch.tensor([0.0, 0.0, 0.0, 4.0])).item() == 1.5  # mean of the step means (2, 1)
-    restored = RunningMean()
-    restored.load_state_dict(running.state_dict())
-    assert restored.update(torch.tensor([3.0])).item() == pytest.approx(2.0)
+    # The registry's entry carries the shift: the mean over steps of each step's mean reward.
+    bco = PAIRWISE_LOSSES["bco_pair"]
+
+    def stats(r_w, r_l):  # log-ratios r_w and r_l (reference log-probs 0)
+        r_w, r_l = torch.tensor(r_w), torch.tensor(r_l)
+        return PairStats(r_w, r_l, torch.zeros_like(r_w), torch.zeros_like(r_l))
+
+    _, state = bco(stats([10.0], [30.0]), 0.1, {}, update=True)  # rewards 1, 3: step mean 2
+    assert state["shift"].item() == pytest.approx(2.0) and state["steps"].item() == 1
+    loss, state = bco(stats([0.0, 0.0], [0.0, 40.0]), 0.1, {}, state, update=True)  # step mean 1
+    assert state["shift"].item() == pytest.approx(1.5) and state["steps"].item() == 2  # mean of (2, 1)
+    by_hand = [softplus_neg(0.0 - 1.5) + softplus_neg(-(0.0 - 1.5)), softplus_neg(-1.5) + softplus_neg(-(4.0 - 1.5))]
+    assert loss.tolist() == pytest.approx(by_hand, rel=1e-6)
+    _, frozen = bco(stats([100.0], [100.0]), 0.1, {}, state, update=False)  # evaluation reads, does not move
+    assert frozen["shift"].item() == pytest.approx(1.5) and frozen["steps"].item() == 2
 
 
 def test_sppo_hard_labels_and_win_rates():
@@ -164,3 +175,85 @@ def test_sem_dpo_weights_dpo_by_the_distance():
     distance = torch.tensor([0.0, 0.5, 1.0, 2.0], dtype=torch.float64)
     expected = [math.exp(-0.5 * d) * softplus_neg(0.1 * h) for d, h in zip(distance.tolist(), h_values())]
     assert sem_dpo_loss(chosen, rejected, distance, beta=0.1, alpha=0.5).tolist() == pytest.approx(expected, rel=1e-12)
+
+
+def test_apo_zero_by_hand():
+    """APO-zero (arXiv:2408.06266, eq. 7) plus TRL's constant 1: 1 - sigma(beta r_w) + sigma(beta r_l)."""
+    chosen, rejected = ratios()  # r_w = 1, 0.5, 0, 5; r_l = -1, 0.5, 0, -7
+    beta = 0.5
+
+    def sigma(x):
+        return 1 / (1 + math.exp(-x))
+
+    expected = [
+        1 - sigma(beta * r_w) + sigma(beta * r_l) for r_w, r_l in zip([1.0, 0.5, 0.0, 5.0], [-1.0, 0.5, 0.0, -7.0])
+    ]
+    assert apo_zero_loss(chosen, rejected, beta).tolist() == pytest.approx(expected, rel=1e-12)
+    assert apo_zero_loss(chosen, rejected, beta)[2].item() == 1.0  # at the reference: 1 - 1/2 + 1/2
+    # unlike DPO it moves each response by its own ratio: equal ratios still get a gradient
+    r_w, r_l = torch.tensor([0.3], requires_grad=True), torch.tensor([0.3], requires_grad=True)
+    apo_zero_loss(r_w, r_l, beta).sum().backward()
+    s = sigma(0.15)
+    assert r_w.grad.item() == pytest.approx(-beta * s * (1 - s)) and r_l.grad.item() == pytest.approx(
+        beta * s * (1 - s)
+    )
+
+
+def test_exo_pair_is_the_reverse_kl_to_the_smoothed_labels():
+    """EXO-pref (arXiv:2402.00856): KL(q || p), q = (sigma(beta h), 1 - sigma(beta h)), p = (1 - eps, eps),
+    written as sum q log(q / p) with plain floats."""
+    chosen, rejected = ratios()
+    beta, eps = 0.5, 0.01
+    expected = []
+    for h in h_values():
+        q = 1 / (1 + math.exp(-beta * h))
+        expected.append(q * math.log(q / (1 - eps)) + (1 - q) * math.log((1 - q) / eps))
+    assert exo_pair_loss(chosen, rejected, beta, eps).tolist() == pytest.approx(expected, rel=1e-10)
+    # zero exactly where the policy's pair distribution equals the labels: sigma(beta h) = 1 - eps
+    h_star = torch.tensor([math.log((1 - eps) / eps) / beta], dtype=torch.float64)
+    assert exo_pair_loss(h_star, torch.zeros(1, dtype=torch.float64), beta, eps).item() == pytest.approx(0, abs=1e-12)
+    with pytest.raises(ValueError, match="epsilon"):
+        exo_pair_loss(chosen, rejected, beta, 0.0)
+
+
+def test_registry_entries_declare_reference_length_fields_and_defaults():
+    assert {name for name, e in PAIRWISE_LOSSES.items() if not e.reference} == {"simpo"}
+    assert {name for name, e in PAIRWISE_LOSSES.items() if e.length_normalized} == {"ipo", "rpo", "simpo"}
+    assert PAIRWISE_LOSSES["sem_dpo"].fields == ("semantic_distance",)
+    assert PAIRWISE_LOSSES["exo_pair"].resolve(None) == {"epsilon": 1e-3}
+    assert PAIRWISE_LOSSES["rpo"].resolve({"alpha": 2.0}) == {"alpha": 2.0}
+    with pytest.raises(ValueError, match=r"loss_type 'rpo': unknown key 'rpo_alpha'; allowed: alpha \(default 1.0\)"):
+        PAIRWISE_LOSSES["rpo"].resolve({"rpo_alpha": 1.0})
+    with pytest.raises(ValueError, match="unknown key 'gamma'; allowed: none"):
+        PAIRWISE_LOSSES["hinge"].resolve({"gamma": 1.0})
+    with pytest.raises(ValueError, match="flip_rate must lie in"):
+        PAIRWISE_LOSSES["robust"].resolve({"flip_rate": 0.5})
+    with pytest.raises(ValueError, match="unknown loss_type 'dpoo'; choose one of apo_zero, bco_pair"):
+        get_pairwise_loss("dpoo")
+
+
+def test_registry_calls_its_function_on_the_stats_record():
+    """Each entry on a stats record equals its pure function on log-ratios worked out here."""
+    pw, pl, rw, rl = (torch.tensor(c, dtype=torch.float64) for c in zip(*PAIRS))
+    tokens_w, tokens_l = torch.tensor([2.0, 1.0, 4.0, 5.0]), torch.tensor([1.0, 2.0, 4.0, 3.0])
+    distance = torch.tensor([0.0, 0.5, 1.0, 2.0], dtype=torch.float64)
+    s = PairStats(pw, pl, rw, rl, tokens_w, tokens_l, {"semantic_distance": distance})
+    r_w, r_l = pw - rw, pl - rl
+    cases = {
+        "sigmoid": dpo_loss(r_w, r_l, 0.1),
+        "ipo": ipo_loss(r_w / tokens_w, r_l / tokens_l, 0.1),
+        "rpo": rpo_loss(r_w, r_l, -pw / tokens_w, 0.1, 1.0),
+        "simpo": simpo_loss(pw / tokens_w, pl / tokens_l, 0.1, 0.5),
+        "sem_dpo": sem_dpo_loss(r_w, r_l, distance, 0.1, 1.0),
+        "apo_zero": apo_zero_loss(r_w, r_l, 0.1),
+        "exo_pair": exo_pair_loss(r_w, r_l, 0.1, 1e-3),
+    }
+    for name, expected in cases.items():
+        entry = PAIRWISE_LOSSES[name]
+        got, state = entry(s, 0.1, entry.resolve(None))
+        torch.testing.assert_close(got, expected, msg=name)
+        assert state == {}
+    with pytest.raises(KeyError, match="loss_type 'sem_dpo' needs the per-pair field"):
+        PAIRWISE_LOSSES["sem_dpo"](PairStats(pw, pl, rw, rl), 0.1, {"alpha": 1.0})
+    with pytest.raises(ValueError, match="needs reference log-probs"):
+        PAIRWISE_LOSSES["sigmoid"](PairStats(pw, pl), 0.1, {"label_smoothing": 0.0})

@@ -31,9 +31,9 @@ def dense_operator(eigenvalues: torch.Tensor) -> torch.Tensor:
     """``R = blockdiag(lambda_l [[0, -1], [1, 0]])`` as a full ``[2k, 2k]`` matrix."""
     k = eigenvalues.shape[0]
     R = torch.zeros(2 * k, 2 * k, dtype=eigenvalues.dtype)
-    for l in range(k):
-        R[2 * l, 2 * l + 1] = -eigenvalues[l]
-        R[2 * l + 1, 2 * l] = eigenvalues[l]
+    for block in range(k):
+        R[2 * block, 2 * block + 1] = -eigenvalues[block]
+        R[2 * block + 1, 2 * block] = eigenvalues[block]
     return R
 
 
@@ -162,17 +162,12 @@ def test_heads_shapes_norms_and_gate():
 
 # ----------------------------------------------------------------- modules on the addition task
 transformers = pytest.importorskip("transformers", reason="the language-model extras (pip install -e '.[lm]')")
-import lightning as L
-from lightning.pytorch.loggers import CSVLogger
+import lightning as L  # noqa: E402
+from lightning.pytorch.loggers import CSVLogger  # noqa: E402
 
-from policylab.datamodules import PreferenceDataModule
-from policylab.modules.preference import GeneralPreferenceModel, RewardModel
-from policylab.tasks.arithmetic import (
-    AdditionTask,
-    build_model,
-    build_tokenizer,
-    write_jsonl,
-)
+from policylab.datamodules import PreferenceDataModule  # noqa: E402
+from policylab.modules.preference import GeneralPreferenceModel, RewardModel  # noqa: E402
+from policylab.tasks.arithmetic import AdditionTask, build_model, build_tokenizer, write_jsonl  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -229,7 +224,7 @@ def test_reward_is_read_at_the_last_real_token_and_the_loss_is_the_pure_one(task
         by_row = torch.stack([model.head(_alone(model, batch, i)[-1]) for i in range(rewards.shape[0])])
         torch.testing.assert_close(rewards, by_row, atol=1e-5, rtol=1e-5)
         pairs = rewards.shape[0] // 2
-        loss = model._step(batch, "val")
+        loss, _ = model.shared_step(batch)
         torch.testing.assert_close(
             loss, bradley_terry_loss(by_row[:pairs], by_row[pairs:]).mean(), atol=1e-5, rtol=1e-5
         )
@@ -267,7 +262,7 @@ def test_gpm_embeds_the_last_token_and_gates_on_the_prompt_end(task_files):
         torch.testing.assert_close(
             model.score(batch), general_preference_score(v[:pairs], v[pairs:], eigenvalues[:pairs])
         )
-        loss = model._step(batch, "val")
+        loss, _ = model.shared_step(batch)
         torch.testing.assert_close(loss, general_preference_loss(v[:pairs], v[pairs:], eigenvalues[:pairs], 0.1).mean())
 
 

@@ -15,6 +15,8 @@ the numbers agree with it (``benchmarks/dpo_vs_trl.py``).
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -81,7 +83,8 @@ def bco_pair_loss(
     """BCO on pairs (Jung et al., 2024, "Binary Classifier Optimization"): each response
     classified by its reward ``r = beta * log-ratio`` against the shift ``delta``:
     ``-log sigma(r_w - delta) - log sigma(-(r_l - delta))``. ``delta`` is the mean over the
-    steps so far of each batch's mean reward (the module keeps it: :class:`RunningMean`)."""
+    steps so far of each batch's mean reward, which the caller carries between steps
+    (:data:`policylab.losses.pairwise.PAIRWISE_LOSSES` ``["bco_pair"]`` returns its new value)."""
     r_w, r_l = beta * chosen_ratio, beta * rejected_ratio
     return -F.logsigmoid(r_w - delta) - F.logsigmoid(-(r_l - delta))
 
@@ -118,6 +121,29 @@ def simpo_loss(chosen_avg_logp: Tensor, rejected_avg_logp: Tensor, beta: float =
     return -F.logsigmoid(beta * (chosen_avg_logp - rejected_avg_logp) - gamma)
 
 
+def apo_zero_loss(chosen_ratio: Tensor, rejected_ratio: Tensor, beta: float = 0.1) -> Tensor:
+    """APO-zero (D'Oosterlinck et al., 2024, "Anchored Preference Optimization and Contrastive
+    Revisions", arXiv:2408.06266, eq. 7), for chosen responses better than the model's own:
+    ``1 - sigma(beta r_w) + sigma(beta r_l)``, which raises the chosen response's likelihood and
+    lowers the rejected one's, each anchored at the reference. The paper writes it without the
+    constant 1 (the same gradient); with it the loss lies in ``[0, 2]``, as in TRL's ``apo_zero``."""
+    return 1.0 - torch.sigmoid(beta * chosen_ratio) + torch.sigmoid(beta * rejected_ratio)
+
+
+def exo_pair_loss(chosen_ratio: Tensor, rejected_ratio: Tensor, beta: float = 0.1, epsilon: float = 1e-3) -> Tensor:
+    """EXO on pairs (Ji et al., 2024, "Towards Efficient Exact Optimization of Language Model
+    Alignment", arXiv:2402.00856, EXO-pref): the reverse KL ``KL(q || p)`` from the policy's
+    distribution over the two responses, ``q = softmax(beta r_w, beta r_l) = (sigma(beta h),
+    sigma(-beta h))``, to the label distribution ``p = (1 - eps, eps)``:
+    ``q_w (log q_w - log(1 - eps)) + q_l (log q_l - log eps)``. Unlike DPO's forward KL it is
+    mode-seeking; ``eps`` must lie in ``(0, 1)`` (the paper's 1e-3)."""
+    if not 0.0 < epsilon < 1.0:
+        raise ValueError(f"EXO needs 0 < epsilon < 1, got {epsilon}")
+    logits = beta * (chosen_ratio - rejected_ratio)
+    log_q_w, log_q_l = F.logsigmoid(logits), F.logsigmoid(-logits)
+    return log_q_w.exp() * (log_q_w - math.log1p(-epsilon)) + log_q_l.exp() * (log_q_l - math.log(epsilon))
+
+
 def semantic_weight(prompt_embedding: Tensor, chosen_embedding: Tensor, alpha: float) -> Tensor:
     """Sem-DPO's per-pair weight (arXiv:2507.20133, 2025): ``exp(-alpha * d)`` with the
     cosine distance ``d = 1 - cos(e(x), e(y_w))`` between sentence embeddings of the prompt and
@@ -136,22 +162,3 @@ def sem_dpo_loss(
     """Sem-DPO from precomputed cosine distances ``d`` (``[B]``, as in :func:`semantic_weight`):
     ``exp(-alpha * d) * dpo_loss``."""
     return _distance_weight(semantic_distance, alpha) * dpo_loss(chosen_ratio, rejected_ratio, beta)
-
-
-class RunningMean:
-    """BCO's reward shift ``delta``: the mean, over the steps so far, of each step's mean reward.
-    ``update(rewards)`` adds one step and returns the new mean as a detached scalar."""
-
-    def __init__(self) -> None:
-        self.mean, self.count = torch.zeros(()), 0
-
-    def update(self, rewards: Tensor) -> Tensor:
-        self.count += 1
-        self.mean = self.mean.to(rewards.device) + (rewards.detach().mean() - self.mean.to(rewards.device)) / self.count
-        return self.mean
-
-    def state_dict(self) -> dict:
-        return {"mean": self.mean.detach().cpu(), "count": self.count}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.mean, self.count = state["mean"], int(state["count"])

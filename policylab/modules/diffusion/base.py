@@ -1,6 +1,7 @@
-"""What the diffusion modules share: loading a text-to-image model, its optimizer, optional LoRA
-on the UNet, a frozen reference, and a copy of the trained model in diffusers' folder layout
-next to the checkpoints (``<run>/pipeline``), which a later stage or diffusers loads by path."""
+"""What the diffusion modules share: loading a text-to-image model, optional LoRA on the UNet, a
+frozen reference, and a copy of the trained model in diffusers' folder layout next to the
+checkpoints (``<run>/pipeline``), which a later stage or diffusers loads by path (the optimizer,
+frozen parts in eval mode and logging are :class:`PretrainedModule`'s)."""
 
 from __future__ import annotations
 
@@ -9,11 +10,11 @@ import copy
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import torch
 from torch import Tensor
 
-from policylab.modules.hub import quiet_progress_bars
+from policylab.modules.hub import pretrained_source, quiet_progress_bars
+from policylab.modules.pretrained import PretrainedModule, import_peft
 from policylab.nn.target import frozen_copy
 from policylab.nn.text_to_image import TextToImage
 
@@ -22,33 +23,34 @@ UNET_LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
 
 
 def load_text_to_image(model: Any) -> TextToImage:
-    """A pipeline folder path, or a :class:`TextToImage` as it is."""
+    """A pipeline folder path, or a :class:`TextToImage` as it is. A folder that does not exist
+    stops with a FileNotFoundError that names it."""
     if isinstance(model, (str, Path)):
-        return TextToImage.from_pretrained(model)
+        return TextToImage.from_pretrained(pretrained_source(model, "pipeline"))
     if not isinstance(model, TextToImage):
         raise TypeError(f"model must be a pipeline folder path or a TextToImage, got {type(model).__name__}")
     return model
 
 
-class DiffusionModule(L.LightningModule):
+class DiffusionModule(PretrainedModule):
     """Base of the diffusion modules: ``self.model`` is the :class:`TextToImage` whose UNet
     trains (text encoder and VAE frozen). ``reference=True`` keeps a frozen copy of the starting
     UNet as ``self.reference`` (or, with ``lora``, uses the UNet with its adapters disabled, so
     no copy is made). ``lora``: ``peft.LoraConfig`` arguments (``target_modules`` defaults to the
     attention projections); only the adapters train. Subclasses record ``lr`` and
-    ``weight_decay`` as hyperparameters."""
+    ``weight_decay`` as hyperparameters. Batches hold a ``caption`` list (:meth:`batch_size`)."""
+
+    frozen_parts = ("model.text_encoder", "model.vae", "reference")
+    export_folder = "pipeline"
 
     def __init__(self, model: Any, lora: dict[str, Any] | None = None, reference: bool = False) -> None:
         super().__init__()
         self.model = load_text_to_image(model)
         self.model.unet.train()
         if lora is not None:
-            try:
-                from peft import LoraConfig
-            except ImportError as err:
-                raise ImportError("lora needs PEFT: pip install peft") from err
+            peft = import_peft()
             self.model.unet.requires_grad_(False)
-            self.model.unet.add_adapter(LoraConfig(**{"target_modules": list(UNET_LORA_TARGETS), **lora}))
+            self.model.unet.add_adapter(peft.LoraConfig(**{"target_modules": list(UNET_LORA_TARGETS), **lora}))
         self.reference = None
         if reference and lora is None:
             self.reference = frozen_copy(self.model.unet).eval()
@@ -72,16 +74,8 @@ class DiffusionModule(L.LightningModule):
         finally:
             self.model.unet.enable_adapters()
 
-    def train(self, mode: bool = True):
-        super().train(mode)
-        for frozen in (self.model.text_encoder, self.model.vae, self.reference):
-            if frozen is not None:
-                frozen.eval()  # dropout and the like stay off in frozen parts
-        return self
-
-    def configure_optimizers(self):
-        trainable = [p for p in self.parameters() if p.requires_grad]
-        return torch.optim.AdamW(trainable, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+    def batch_size(self, batch: dict) -> int:
+        return len(batch["caption"])
 
     # --- what the training steps share -----------------------------------------------------
     def noised(self, x0: Tensor, noise: Tensor | None = None, t: Tensor | None = None):
@@ -97,22 +91,8 @@ class DiffusionModule(L.LightningModule):
         with its negative model)."""
         return self.model.sample(captions, seed, num_inference_steps, guidance_scale)
 
-    def pipeline_folder(self) -> Path | None:
-        """``<run>/pipeline`` when this process writes it (rank 0 of a run with a log directory)."""
-        log_dir = self.trainer.log_dir if self._trainer is not None else None
-        return Path(log_dir) / "pipeline" if log_dir and self.trainer.is_global_zero else None
-
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        if (folder := self.pipeline_folder()) is None:
-            return
-        unet, unet_state = (
-            self.model.unet,
-            {
-                k[len("model.unet.") :]: v
-                for k, v in checkpoint.get("state_dict", {}).items()
-                if k.startswith("model.unet.")
-            },
-        )
+    def export(self, folder: Path, checkpoint: dict) -> None:
+        unet, unet_state = self.model.unet, self.checkpoint_weights(checkpoint, "model.unet.")
         if self.uses_lora:  # write a plain UNet with the adapters merged in
             unet = copy.deepcopy(unet)
             unet.load_state_dict(unet_state)
@@ -122,4 +102,4 @@ class DiffusionModule(L.LightningModule):
         with quiet_progress_bars():
             TextToImage(
                 unet, self.model.text_encoder, self.model.tokenizer, self.model.scheduler, self.model.vae
-            ).save_pretrained(folder, unet_state=unet_state or None)
+            ).save_pretrained(folder, unet_state=unet_state)

@@ -33,7 +33,7 @@ class DiffusionDPO(DiffusionModule):
         lora: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(model, lora, reference=True)
-        self.save_hyperparameters(ignore=[] if isinstance(model, str) else ["model"])
+        self.record_hyperparameters()
 
     def pair_errors(self, batch: dict):
         """Per-pair denoising errors ``(err_w, err_l, ref_err_w, ref_err_l)`` of the model and the
@@ -64,24 +64,8 @@ class DiffusionDPO(DiffusionModule):
         stats = {"model_diff": (err_w - err_l).mean().detach(), "ref_diff": (ref_err_w - ref_err_l).mean()}
         return self.pair_loss(errors, batch).mean(), margin, stats
 
-    def _step(self, batch: dict, prefix: str) -> Tensor:
+    def shared_step(self, batch: dict) -> tuple[Tensor, dict[str, Tensor]]:
         loss, margin, stats = self.loss_and_margin(batch)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"{type(self).__name__}: non-finite loss at step {self.global_step}")
-        self.log_dict(
-            {
-                f"{prefix}/loss": loss,
-                f"{prefix}/implicit_accuracy": implicit_accuracy(margin.detach()),
-                **{f"{prefix}/{k}": v for k, v in stats.items()},
-            },
-            prog_bar=prefix == "train",
-            batch_size=len(margin),
-            sync_dist=prefix == "val",
-        )
-        return loss
-
-    def training_step(self, batch: dict, batch_idx: int) -> Tensor:
-        return self._step(batch, "train")
-
-    def validation_step(self, batch: dict, batch_idx: int) -> None:
-        self._step(batch, "val")
+        return loss, {"implicit_accuracy": implicit_accuracy(margin.detach()), **stats}

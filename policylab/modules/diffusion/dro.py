@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import lightning as L
 import torch
 from torch import Tensor
 
@@ -31,6 +32,9 @@ class DiffusionDRO(DiffusionModule):
     and the policy side sets where the hinge stops (training at ``sync_every=16`` optimizer
     steps pushes the model away from its own samples and collapses it, benchmarks/RESULTS.md)."""
 
+    frozen_parts = (*DiffusionModule.frozen_parts, "sampler")
+    validation_step = L.LightningModule.validation_step  # no validation: each step samples from the policy
+
     def __init__(
         self,
         model: Any,
@@ -43,13 +47,8 @@ class DiffusionDRO(DiffusionModule):
         lora: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(model, lora, reference=True)
-        self.save_hyperparameters(ignore=[] if isinstance(model, str) else ["model"])
+        self.record_hyperparameters()
         self.sampler = frozen_copy(self.model.unet).eval()
-
-    def train(self, mode: bool = True):
-        super().train(mode)
-        self.sampler.eval()
-        return self
 
     @torch.no_grad()
     def online_negatives(self, captions: list[str]) -> tuple[Tensor, Tensor, Tensor]:
@@ -72,7 +71,7 @@ class DiffusionDRO(DiffusionModule):
         prediction = torch.stack([states[k][2][i] for i, k in enumerate(pick)])
         return x_t, t, prediction
 
-    def training_step(self, batch: dict, batch_idx: int) -> Tensor:
+    def shared_step(self, batch: dict) -> tuple[Tensor, dict[str, Tensor]]:
         captions = batch["caption"]
         x_policy, t, target_policy = self.online_negatives(captions)
         x_expert, _, target_expert = self.noised(self.model.encode_images(batch["images"]), t=t)
@@ -84,14 +83,8 @@ class DiffusionDRO(DiffusionModule):
             ref_err = denoising_error(self.model.predict(inputs, steps, texts, reference), targets)
         expert_diff, policy_diff = (err - ref_err).chunk(2)
         loss = diffusion_dro_loss(expert_diff, policy_diff, self.hparams.margin).mean()
-        self.log_dict(
-            {
-                "train/loss": loss,
-                "train/expert_diff": expert_diff.mean().detach(),
-                "train/policy_diff": policy_diff.mean().detach(),
-                "train/ranked": (expert_diff + self.hparams.margin < policy_diff).float().mean(),
-            },
-            prog_bar=True,
-            batch_size=len(captions),
-        )
-        return loss
+        return loss, {
+            "expert_diff": expert_diff.mean().detach(),
+            "policy_diff": policy_diff.mean().detach(),
+            "ranked": (expert_diff + self.hparams.margin < policy_diff).float().mean(),
+        }

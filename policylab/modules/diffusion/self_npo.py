@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import lightning as L
 import torch
 from torch import Tensor
 
@@ -32,6 +33,9 @@ class SelfNPO(DiffusionModule):
     ``eps = eps_neg(x, empty) + w (eps_pos(x, c) - eps_neg(x, empty))``. Batches: ``caption``,
     ``images`` ``[B, C, H, W]`` (:class:`ImageDataModule`; no labels needed)."""
 
+    frozen_parts = (*DiffusionModule.frozen_parts, "teacher")
+    validation_step = L.LightningModule.validation_step  # no validation: the loss is a distillation of its own EMA
+
     def __init__(
         self,
         model: Any,
@@ -44,7 +48,7 @@ class SelfNPO(DiffusionModule):
         max_renoise_step: int | None = None,
     ) -> None:
         super().__init__(model, reference=True)
-        self.save_hyperparameters(ignore=[] if isinstance(model, str) else ["model"])
+        self.record_hyperparameters()
         self.teacher = frozen_copy(self.model.unet).eval()
         total = len(self.model.alphas_cumprod)
         self.grid_stride = total // grid_steps  # timesteps between points of the DDIM grid
@@ -56,12 +60,7 @@ class SelfNPO(DiffusionModule):
             )
         self.last_renoise_step = total - 1 if max_renoise_step is None else min(max_renoise_step, total - 1)
 
-    def train(self, mode: bool = True):
-        super().train(mode)
-        self.teacher.eval()
-        return self
-
-    def training_step(self, batch: dict, batch_idx: int) -> Tensor:
+    def shared_step(self, batch: dict) -> tuple[Tensor, dict[str, Tensor]]:
         x0 = self.model.encode_images(batch["images"])
         n, stride = len(x0), self.grid_stride
         t = (torch.randint(0, self.hparams.grid_steps, (n,), device=x0.device) + 1) * stride - 1
@@ -83,9 +82,7 @@ class SelfNPO(DiffusionModule):
         student = self.model.clean_estimate(
             x_u, u, self.model.predict(x_u, u, self.model.encode_text(batch["caption"]))
         )
-        loss = pseudo_huber(student - target, self.hparams.huber_c).mean()
-        self.log("train/loss", loss, prog_bar=True, batch_size=n)
-        return loss
+        return pseudo_huber(student - target, self.hparams.huber_c).mean(), {}
 
     def renoise(self, x_s: Tensor, s: Tensor, u: Tensor) -> Tensor:
         """``x_u`` from ``x_s`` by the forward process between the two times:

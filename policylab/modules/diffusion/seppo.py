@@ -9,6 +9,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
+import lightning as L
 import torch
 from torch import Tensor
 
@@ -26,6 +27,8 @@ class SePPO(DiffusionModule):
     shared noise and timestep. Batches: ``caption``, ``images`` ``[B, C, H, W]`` winners
     (:class:`ImageDataModule`, e.g. ``from_pairs: true`` on a Pick-a-Pic file)."""
 
+    validation_step = L.LightningModule.validation_step  # no validation: each step samples and draws a reference
+
     def __init__(
         self,
         model: Any,
@@ -40,7 +43,7 @@ class SePPO(DiffusionModule):
         seed: int = 0,
     ) -> None:
         super().__init__(model, reference=True)
-        self.save_hyperparameters(ignore=[] if isinstance(model, str) else ["model"])
+        self.record_hyperparameters()
         self.pool: list[dict[str, Tensor]] = [self._weights()]
         self._rng = random.Random(seed)
 
@@ -53,7 +56,7 @@ class SePPO(DiffusionModule):
             if len(self.pool) > self.hparams.max_checkpoints:
                 del self.pool[1]  # the starting weights stay, as in the paper's replay over all checkpoints
 
-    def training_step(self, batch: dict, batch_idx: int) -> Tensor:
+    def shared_step(self, batch: dict) -> tuple[Tensor, dict[str, Tensor]]:
         captions = batch["caption"]
         drawn = self._rng.randrange(len(self.pool))
         self.reference.load_state_dict(self.pool[drawn])
@@ -71,17 +74,11 @@ class SePPO(DiffusionModule):
         with torch.no_grad():
             ref_err_w, ref_err_s = denoising_error(self.model.predict(x_t, t, text, self.reference), target).chunk(2)
         loss = seppo_loss(err_w, ref_err_w, err_s, ref_err_s, self.hparams.beta, self.hparams.criterion).mean()
-        self.log_dict(
-            {
-                "train/loss": loss,
-                "train/sample_judged_loser": (ref_err_w > err_w).float().mean(),
-                "train/reference_index": float(drawn),
-                "train/pool_size": float(len(self.pool)),
-            },
-            prog_bar=True,
-            batch_size=len(captions),
-        )
-        return loss
+        return loss, {
+            "sample_judged_loser": (ref_err_w > err_w).float().mean(),
+            "reference_index": float(drawn),
+            "pool_size": float(len(self.pool)),
+        }
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         super().on_save_checkpoint(checkpoint)

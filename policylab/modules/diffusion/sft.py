@@ -28,21 +28,21 @@ class DiffusionSFT(DiffusionModule):
         lora: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(model, lora)
-        self.save_hyperparameters(ignore=[] if isinstance(model, str) else ["model"])
+        self.record_hyperparameters()
         self._rng = random.Random(0)
 
-    def training_step(self, batch: dict, batch_idx: int) -> Tensor:
+    def shared_step(self, batch: dict) -> tuple[Tensor, dict[str, Tensor]]:
         captions = ["" if self._rng.random() < self.hparams.caption_dropout else c for c in batch["caption"]]
         x0 = self.model.encode_images(batch["images"])
         x_t, t, target = self.noised(x0)
-        loss = denoising_error(self.model.predict(x_t, t, self.model.encode_text(captions)), target).mean()
-        self.log("train/loss", loss, prog_bar=True, batch_size=len(x0))
-        return loss
+        return denoising_error(self.model.predict(x_t, t, self.model.encode_text(captions)), target).mean(), {}
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
+        """The loss on noise and timesteps fixed per batch index (comparable across evaluations),
+        every caption kept."""
         x0 = self.model.encode_images(batch["images"])
         generator = torch.Generator(device=x0.device).manual_seed(batch_idx)
         noise = torch.randn(x0.shape, generator=generator, device=x0.device)
         x_t, t, target = self.noised(x0, noise, self.model.random_timesteps(len(x0), generator))
         loss = denoising_error(self.model.predict(x_t, t, self.model.encode_text(batch["caption"])), target).mean()
-        self.log("val/loss", loss, batch_size=len(x0), sync_dist=True)
+        self.log_step("val", loss, {}, len(x0))

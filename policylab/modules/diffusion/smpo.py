@@ -37,7 +37,7 @@ class SmPO(DiffusionDPO):
         lora: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(model, beta, lr, weight_decay, lora)
-        self.save_hyperparameters(ignore=[] if isinstance(model, str) else ["model"])
+        self.record_hyperparameters()
 
     def pair_loss(self, errors: tuple[Tensor, ...], batch: dict) -> Tensor:
         if "scores" not in batch:
@@ -66,13 +66,14 @@ class SmPO(DiffusionDPO):
         for i in range(steps):
             now, nxt = (t * i) // steps, (t * (i + 1)) // steps
             a_now, a_next = abar[now].view(shape), abar[nxt].view(shape)
-
-            def step(eps: Tensor) -> Tensor:
-                clean = (z - (1 - a_now).sqrt() * eps) / a_now.sqrt()
-                return a_next.sqrt() * clean + (1 - a_next).sqrt() * eps
-
             first = self.model.noise_estimate(z, now, self.model.predict(z, now, text))
-            ahead = step(first)
+            ahead = _inversion_step(z, first, a_now, a_next)
             second = self.model.noise_estimate(ahead, nxt, self.model.predict(ahead, nxt, text))
-            z = step((first + second) / 2)
+            z = _inversion_step(z, (first + second) / 2, a_now, a_next)
         return z
+
+
+def _inversion_step(z: Tensor, eps: Tensor, a_now: Tensor, a_next: Tensor) -> Tensor:
+    """One deterministic DDIM inversion step from ``z`` at ``abar = a_now`` to ``a_next`` with noise ``eps``."""
+    clean = (z - (1 - a_now).sqrt() * eps) / a_now.sqrt()
+    return a_next.sqrt() * clean + (1 - a_next).sqrt() * eps

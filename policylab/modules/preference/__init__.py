@@ -1,9 +1,11 @@
-"""Preference optimization of language models: SFT, the DPO family (one module, one loss
-switch), and reward models (Bradley-Terry, the General Preference Model)."""
+"""Preference optimization of language models: SFT, the DPO family (one module, the loss
+registry of :mod:`policylab.losses.pairwise`), and reward models (Bradley-Terry, the General
+Preference Model)."""
 
-from policylab.modules.preference.dpo import DPO, LOSS_TYPES
+from policylab.modules.preference.dpo import DPO
 from policylab.modules.preference.gpm import GeneralPreferenceModel
+from policylab.modules.preference.objective import PairwiseObjective
 from policylab.modules.preference.reward_model import RewardModel
 from policylab.modules.preference.sft import SFT
 
-__all__ = ["DPO", "LOSS_TYPES", "SFT", "GeneralPreferenceModel", "RewardModel"]
+__all__ = ["DPO", "SFT", "GeneralPreferenceModel", "PairwiseObjective", "RewardModel"]

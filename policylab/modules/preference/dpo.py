@@ -1,60 +1,41 @@
 """DPO and its pairwise variants behind one switch, ``loss_type`` (as in TRL's DPOTrainer).
 
-Rafailov et al., "Direct Preference Optimization" (NeurIPS 2023), and the variants in
-:mod:`policylab.losses.preference`. One training step: a single forward of the policy over the
-chosen and rejected rows together, the same for the frozen reference (none for SimPO), the
-completion log-probs of both, and the selected pairwise loss averaged over pairs.
+Rafailov et al., "Direct Preference Optimization" (NeurIPS 2023), and the variants of the
+registry :data:`policylab.losses.pairwise.PAIRWISE_LOSSES`. One training step: a single forward
+of the policy over the chosen and rejected rows together, the same for the frozen reference
+(none for a reference-free loss), the completion log-probs of both, and the selected pairwise
+loss averaged over pairs.
 """
 
 from __future__ import annotations
 
 import copy
 import hashlib
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 from tqdm.auto import tqdm
 
-from policylab.losses import preference as P
+from policylab.losses.pairwise import PairStats
 from policylab.metrics import IdealizedRankingAccuracy, RankingAccuracy, RewardAccuracy
 from policylab.modules.preference.lm import LanguageModelModule, load_causal_lm
+from policylab.modules.preference.objective import PairwiseObjective
 from policylab.nn.sequence import model_completion_log_probs
 
-
-def _ratios(s: dict) -> tuple[Tensor, Tensor]:
-    return s["chosen"] - s["ref_chosen"], s["rejected"] - s["ref_rejected"]
-
-
-def _mean_ratios(s: dict) -> tuple[Tensor, Tensor]:
-    return (s["chosen"] - s["ref_chosen"]) / s["chosen_tokens"], (s["rejected"] - s["ref_rejected"]) / s[
-        "rejected_tokens"
-    ]
-
-
-#: loss_type -> per-pair loss of the summed log-probs ``s`` (policy and reference, chosen and
-#: rejected, token counts, extra batch fields) and the module (for hyperparameters and state).
-LOSS_TYPES: dict[str, Callable[[dict, Any], Tensor]] = {
-    "sigmoid": lambda s, m: P.dpo_loss(*_ratios(s), m.hparams.beta, m.hparams.label_smoothing),
-    "robust": lambda s, m: P.robust_dpo_loss(*_ratios(s), m.hparams.beta, s.get("flip_rate", m.hparams.flip_rate)),
-    "ipo": lambda s, m: P.ipo_loss(*_mean_ratios(s), m.hparams.beta),
-    "hinge": lambda s, m: P.hinge_loss(*_ratios(s), m.hparams.beta),
-    "nca_pair": lambda s, m: P.nca_loss(*_ratios(s), m.hparams.beta),
-    "bco_pair": lambda s, m: m._bco_loss(*_ratios(s)),
-    "sppo": lambda s, m: P.sppo_loss(
-        *_ratios(s), m.hparams.beta, s.get("chosen_win_rate", 1.0), s.get("rejected_win_rate", 0.0)
-    ),
-    "rpo": lambda s, m: P.rpo_loss(*_ratios(s), -s["chosen"] / s["chosen_tokens"], m.hparams.beta, m.hparams.rpo_alpha),
-    "simpo": lambda s, m: P.simpo_loss(
-        s["chosen"] / s["chosen_tokens"], s["rejected"] / s["rejected_tokens"], m.hparams.beta, m.hparams.simpo_gamma
-    ),
-    "sem_dpo": lambda s, m: P.sem_dpo_loss(*_ratios(s), s["semantic_distance"], m.hparams.beta, m.hparams.sem_alpha),
+#: batch keys that are the rows' tokens, not per-pair fields
+_ROW_KEYS = ("input_ids", "attention_mask", "completion_mask")
+#: DPO arguments before the loss registry -> (loss_type, key of its loss_kwargs)
+_LEGACY_KWARGS = {
+    "label_smoothing": ("sigmoid", "label_smoothing"),
+    "flip_rate": ("robust", "flip_rate"),
+    "rpo_alpha": ("rpo", "alpha"),
+    "simpo_gamma": ("simpo", "gamma"),
+    "sem_alpha": ("sem_dpo", "alpha"),
 }
-REFERENCE_FREE = {"simpo"}
 
 
 class DPO(LanguageModelModule):
@@ -62,11 +43,15 @@ class DPO(LanguageModelModule):
 
     ``model`` is a name or path for ``AutoModelForCausalLM.from_pretrained`` (or a model
     object); the reference is a frozen copy of it at the start (or ``reference_model``).
-    ``loss_type`` is one of :data:`LOSS_TYPES`; the per-type hyperparameters default to the
-    papers' values (beta 0.1; SimPO beta 2.0 and gamma 0.5; SPPO beta 0.001 is not forced,
-    set it). ``robust`` reads a per-pair ``flip_rate`` field when the batch has one, else
-    ``flip_rate``; ``sppo`` reads ``chosen_win_rate`` / ``rejected_win_rate`` when present
-    (hard labels otherwise); ``sem_dpo`` needs a ``semantic_distance`` field.
+    ``loss_type`` is a key of :data:`~policylab.losses.pairwise.PAIRWISE_LOSSES`; ``loss_kwargs``
+    sets that entry's hyperparameters (their defaults are the papers': ``label_smoothing`` 0
+    for ``sigmoid``, ``flip_rate`` 0.1 for ``robust``, ``alpha`` 1 for ``rpo`` and ``sem_dpo``,
+    ``gamma`` 0.5 for ``simpo``, ``epsilon`` 1e-3 for ``exo_pair``); an unknown key stops with
+    the allowed ones. ``beta`` (0.1) serves every loss and the reward metrics; SimPO's paper
+    uses 2.0 and SPPO's 0.001: set it. ``robust`` reads a per-pair ``flip_rate`` field when the
+    batch has one; ``sppo`` reads ``chosen_win_rate`` / ``rejected_win_rate`` when present (hard
+    labels otherwise); ``sem_dpo`` needs a ``semantic_distance`` field. A loss's state (BCO's
+    reward shift) is part of the module's state dict (``objective.*``).
 
     The reference model, in one of three forms:
 
@@ -82,16 +67,14 @@ class DPO(LanguageModelModule):
     policy and reference log-probs of the same weights agree at the start.
     """
 
+    frozen_parts = ("reference",)
+
     def __init__(
         self,
         model: Any,
         loss_type: str = "sigmoid",
         beta: float = 0.1,
-        label_smoothing: float = 0.0,
-        flip_rate: float = 0.1,
-        rpo_alpha: float = 1.0,
-        simpo_gamma: float = 0.5,
-        sem_alpha: float = 1.0,
+        loss_kwargs: dict[str, float] | None = None,
         reference_model: Any = None,
         lora: dict[str, Any] | None = None,
         precompute_reference: bool = False,
@@ -100,15 +83,15 @@ class DPO(LanguageModelModule):
         lr: float = 5e-7,
         weight_decay: float = 0.0,
     ) -> None:
-        if loss_type not in LOSS_TYPES:
-            raise ValueError(f"unknown loss_type {loss_type!r}; choose one of {', '.join(sorted(LOSS_TYPES))}")
+        objective = PairwiseObjective(loss_type, loss_kwargs)  # unknown names and keys stop before loading
         if reference_cache is not None and not precompute_reference:
             raise ValueError(
                 "reference_cache is where precomputed reference log-probs go: set precompute_reference: true"
             )
         super().__init__(model, lora, disable_dropout)
-        self.save_hyperparameters(ignore=[] if isinstance(model, str) else ["model", "reference_model"])
-        self.needs_reference = loss_type not in REFERENCE_FREE
+        self.record_hyperparameters()
+        self.objective = objective
+        self.needs_reference = objective.needs_reference
         self.reference = None
         if self.needs_reference and (reference_model is not None or lora is None):
             self.reference = (
@@ -116,7 +99,6 @@ class DPO(LanguageModelModule):
             )
             self.reference.requires_grad_(False).eval()
         self._reference_splits: set[str] = set()  # splits whose rows carry reference log-probs
-        self._bco_shift = P.RunningMean()
         # Validation metrics, accumulated over the whole validation set (and across processes).
         self.val_metrics = nn.ModuleDict(
             {
@@ -127,12 +109,6 @@ class DPO(LanguageModelModule):
                 "idealized_ranking_accuracy": IdealizedRankingAccuracy(beta),
             }
         )
-
-    def train(self, mode: bool = True):
-        super().train(mode)
-        if self.reference is not None:
-            self.reference.eval()  # never dropout in the reference
-        return self
 
     # ----------------------------------------------------------------- log-probs
     @staticmethod
@@ -153,25 +129,22 @@ class DPO(LanguageModelModule):
         finally:
             self.policy.train(was_training)
 
-    def sequence_stats(self, batch: dict) -> dict[str, Tensor]:
+    def sequence_stats(self, batch: dict) -> PairStats:
         """Summed completion log-probs of policy and reference, split into chosen and rejected
         halves, with token counts and the batch's extra per-pair fields. Reference log-probs
-        attached to the rows (``precompute_reference``) are used as they are."""
+        attached to the rows (``precompute_reference``) are used as they are; a reference-free
+        loss gets zeros (its rewards are then ``beta`` times the policy's log-probs)."""
         logp, tokens = self._log_probs(self.policy, batch)
         pairs = logp.shape[0] // 2
-        stats = {
-            "chosen": logp[:pairs],
-            "rejected": logp[pairs:],
-            "chosen_tokens": tokens[:pairs],
-            "rejected_tokens": tokens[pairs:],
-        }
+        fields = {k: v for k, v in batch.items() if k not in _ROW_KEYS}
         if not self.needs_reference:
-            stats.update(ref_chosen=torch.zeros_like(stats["chosen"]), ref_rejected=torch.zeros_like(stats["rejected"]))
-        elif "ref_chosen" not in batch:
+            ref_chosen, ref_rejected = torch.zeros_like(logp[:pairs]), torch.zeros_like(logp[pairs:])
+        elif "ref_chosen" in batch:
+            ref_chosen, ref_rejected = fields.pop("ref_chosen"), fields.pop("ref_rejected")
+        else:
             ref = self.reference_log_probs(batch)
-            stats.update(ref_chosen=ref[:pairs], ref_rejected=ref[pairs:])
-        stats.update({k: v for k, v in batch.items() if k not in ("input_ids", "attention_mask", "completion_mask")})
-        return stats
+            ref_chosen, ref_rejected = ref[:pairs], ref[pairs:]
+        return PairStats(logp[:pairs], logp[pairs:], ref_chosen, ref_rejected, tokens[:pairs], tokens[pairs:], fields)
 
     # ----------------------------------------------------------------- precomputed reference
     def _reference_fingerprint(self) -> str:
@@ -243,35 +216,24 @@ class DPO(LanguageModelModule):
     def on_validation_start(self) -> None:
         self._precompute(["val"])
 
-    def _bco_loss(self, chosen_ratio: Tensor, rejected_ratio: Tensor) -> Tensor:
-        beta = self.hparams.beta
-        rewards = torch.cat([beta * chosen_ratio, beta * rejected_ratio])
-        delta = self._bco_shift.update(rewards) if self.training else self._bco_shift.mean.to(rewards.device)
-        return P.bco_pair_loss(chosen_ratio, rejected_ratio, beta, delta)
-
     # ----------------------------------------------------------------- steps
-    def _loss_and_rewards(self, batch: dict) -> tuple[Tensor, dict, Tensor, Tensor]:
+    def batch_size(self, batch: dict) -> int:
+        return batch["input_ids"].shape[0] // 2  # pairs
+
+    def _loss_and_rewards(self, batch: dict) -> tuple[Tensor, PairStats, Tensor, Tensor]:
         stats = self.sequence_stats(batch)
-        loss = LOSS_TYPES[self.hparams.loss_type](stats, self).mean()
-        chosen_reward, rejected_reward = (self.hparams.beta * ratio.detach() for ratio in _ratios(stats))
+        loss = self.objective(stats, self.hparams.beta).mean()
+        chosen_reward, rejected_reward = (self.hparams.beta * ratio.detach() for ratio in stats.ratios())
         return loss, stats, chosen_reward, rejected_reward
 
-    def training_step(self, batch: dict, batch_idx: int) -> Tensor:
-        loss, stats, chosen_reward, rejected_reward = self._loss_and_rewards(batch)
-        if (self.global_step + 1) % self.trainer.log_every_n_steps:
-            return loss  # metrics only on the steps Lightning writes
-        self.log_dict(
-            {
-                "train/loss": loss,
-                "train/reward_accuracy": (chosen_reward > rejected_reward).float().mean(),
-                "train/reward_margin": (chosen_reward - rejected_reward).mean(),
-                "train/chosen_reward": chosen_reward.mean(),
-                "train/rejected_reward": rejected_reward.mean(),
-            },
-            batch_size=stats["chosen"].shape[0],
-            prog_bar=True,
-        )
-        return loss
+    def shared_step(self, batch: dict) -> tuple[Tensor, dict[str, Tensor]]:
+        loss, _, chosen_reward, rejected_reward = self._loss_and_rewards(batch)
+        return loss, {
+            "reward_accuracy": (chosen_reward > rejected_reward).float().mean(),
+            "reward_margin": (chosen_reward - rejected_reward).mean(),
+            "chosen_reward": chosen_reward.mean(),
+            "rejected_reward": rejected_reward.mean(),
+        }
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         """Loss and the preference metrics of :mod:`policylab.metrics` over the validation set;
@@ -281,25 +243,34 @@ class DPO(LanguageModelModule):
         m = self.val_metrics
         m["reward_accuracy"].update(chosen_reward, rejected_reward)
         m["reward_margin"].update(chosen_reward - rejected_reward)
-        m["ranking_accuracy"].update(stats["chosen"], stats["rejected"])
-        m["ranking_accuracy_per_token"].update(
-            stats["chosen"], stats["rejected"], stats["chosen_tokens"], stats["rejected_tokens"]
-        )
+        m["ranking_accuracy"].update(stats.chosen, stats.rejected)
+        m["ranking_accuracy_per_token"].update(stats.chosen, stats.rejected, stats.chosen_tokens, stats.rejected_tokens)
         names = ["reward_accuracy", "reward_margin", "ranking_accuracy", "ranking_accuracy_per_token"]
-        if self.needs_reference and "preference_probability" in stats:
+        if self.needs_reference and "preference_probability" in stats.fields:
             m["idealized_ranking_accuracy"].update(
-                stats["ref_chosen"], stats["ref_rejected"], stats["preference_probability"]
+                stats.ref_chosen, stats.ref_rejected, stats.fields["preference_probability"]
             )
             names.append("idealized_ranking_accuracy")
-        pairs = stats["chosen"].shape[0]
+        pairs = stats.chosen.shape[0]
         self.log("val/loss", loss, batch_size=pairs, sync_dist=True)
         for name in names:
             self.log(f"val/{name}", m[name], batch_size=pairs)
 
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        super().on_save_checkpoint(checkpoint)
-        checkpoint["bco_shift"] = self._bco_shift.state_dict()
-
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        if "bco_shift" in checkpoint:
-            self._bco_shift.load_state_dict(checkpoint["bco_shift"])
+        """Checkpoints written before the loss registry kept BCO's shift under
+        ``checkpoint["bco_shift"]`` (``mean``, ``count``): it becomes the buffers. Their
+        per-variant hyperparameters (``rpo_alpha``, ...) are now ``loss_kwargs``, which
+        ``load_from_checkpoint`` does not fill from them: a value that differs from this
+        module's is named in a warning."""
+        legacy, state = checkpoint.pop("bco_shift", None), checkpoint.get("state_dict", {})
+        if legacy is not None and self.objective.state() and "objective.shift" not in state:
+            state["objective.shift"] = torch.as_tensor(legacy["mean"], dtype=torch.float32).reshape(())
+            state["objective.steps"] = torch.tensor(float(legacy["count"]))
+        saved = checkpoint.get("hyper_parameters", {})
+        for old, (loss_type, key) in _LEGACY_KWARGS.items():
+            value = self.objective.hyperparameters.get(key)
+            if old in saved and loss_type == self.hparams.loss_type and saved[old] != value:
+                rank_zero_warn(
+                    f"the checkpoint was written with {old}={saved[old]} (before loss_kwargs); this module uses "
+                    f"{key}={value}: pass loss_kwargs={{'{key}': {saved[old]}}} to keep the checkpoint's value"
+                )

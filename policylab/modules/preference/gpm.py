@@ -57,7 +57,7 @@ class GeneralPreferenceModel(HeadOnLanguageModel):
         if tau <= 0:
             raise ValueError(f"tau must be positive, got {tau}")
         super().__init__(model)
-        self.save_hyperparameters(ignore=[] if isinstance(model, str) else ["model"])
+        self.record_hyperparameters()
         self.head = PreferenceEmbeddingHead(self.hidden_size, value_head_dim)
         self._load_head(model)
 
@@ -82,17 +82,11 @@ class GeneralPreferenceModel(HeadOnLanguageModel):
         v, eigenvalues = self.embed(batch)
         return general_preference_score(v[:pairs], v[pairs:], eigenvalues[:pairs])
 
-    def _step(self, batch: dict, prefix: str) -> Tensor:
+    def shared_step(self, batch: dict) -> tuple[Tensor, dict[str, Tensor]]:
         pairs = self._pairs(batch)
         v, eigenvalues = self.embed(batch)
         loss = general_preference_loss(
             v[:pairs], v[pairs:], eigenvalues[:pairs], self.hparams.tau, batch.get("margin", 0.0)
         ).mean()
         score = general_preference_score(v[:pairs], v[pairs:], eigenvalues[:pairs]).detach()
-        self.log_dict(
-            {f"{prefix}/loss": loss, f"{prefix}/accuracy": (score > 0).float().mean(), f"{prefix}/score": score.mean()},
-            batch_size=pairs,
-            prog_bar=prefix == "train",
-            sync_dist=prefix == "val",  # the validation means over all processes
-        )
-        return loss
+        return loss, {"accuracy": (score > 0).float().mean(), "score": score.mean()}

@@ -53,21 +53,21 @@ class HeadOnLanguageModel(LanguageModelModule):
         counted over real tokens so that left- and right-padded rows read alike."""
         if input_ids.shape != attention_mask.shape:
             raise ValueError(
-                f"input_ids {tuple(input_ids.shape)} and attention_mask {tuple(attention_mask.shape)} must have the same shape"
+                f"input_ids {tuple(input_ids.shape)} and attention_mask {tuple(attention_mask.shape)} "
+                "must have the same shape"
             )
         out = self.policy.base_model(
             input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids(attention_mask)
         )
         return out.last_hidden_state
 
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        super().on_save_checkpoint(checkpoint)
-        if (folder := self.hf_model_folder()) is not None:
-            folder.mkdir(parents=True, exist_ok=True)
-            tmp = folder / (self.head_file + ".tmp")
-            head = self.checkpoint_weights(checkpoint, "head.") or self.head.state_dict()
-            torch.save({k: v.detach().cpu() for k, v in head.items()}, tmp)
-            tmp.replace(folder / self.head_file)
+    def export(self, folder: Path, checkpoint: dict) -> None:
+        super().export(folder, checkpoint)
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / (self.head_file + ".tmp")
+        head = self.checkpoint_weights(checkpoint, "head.") or self.head.state_dict()
+        torch.save({k: v.detach().cpu() for k, v in head.items()}, tmp)
+        tmp.replace(folder / self.head_file)
 
     @staticmethod
     def _pairs(batch: dict) -> int:
@@ -78,14 +78,8 @@ class HeadOnLanguageModel(LanguageModelModule):
             )
         return rows // 2
 
-    def training_step(self, batch: dict, batch_idx: int) -> Tensor:
-        return self._step(batch, "train")
-
-    def validation_step(self, batch: dict, batch_idx: int) -> None:
-        self._step(batch, "val")
-
-    def _step(self, batch: dict, prefix: str) -> Tensor:
-        raise NotImplementedError
+    def batch_size(self, batch: dict) -> int:
+        return self._pairs(batch)
 
 
 class RewardModel(HeadOnLanguageModel):
@@ -106,7 +100,7 @@ class RewardModel(HeadOnLanguageModel):
 
     def __init__(self, model: Any, lr: float = 9e-6, weight_decay: float = 0.0) -> None:
         super().__init__(model)
-        self.save_hyperparameters(ignore=[] if isinstance(model, str) else ["model"])
+        self.record_hyperparameters()
         self.head: nn.Module = ScalarRewardHead(self.hidden_size)
         self._load_head(model)
 
@@ -122,22 +116,15 @@ class RewardModel(HeadOnLanguageModel):
         preference batch: the chosen rows' rewards, then the rejected rows')."""
         return self.reward(batch["input_ids"], batch["attention_mask"])
 
-    def _step(self, batch: dict, prefix: str) -> Tensor:
+    def shared_step(self, batch: dict) -> tuple[Tensor, dict[str, Tensor]]:
         pairs = self._pairs(batch)
         rewards = self.score(batch)
         chosen, rejected = rewards[:pairs], rewards[pairs:]
         loss = bradley_terry_loss(chosen, rejected, batch.get("margin", 0.0)).mean()
         chosen, rejected = chosen.detach(), rejected.detach()
-        self.log_dict(
-            {
-                f"{prefix}/loss": loss,
-                f"{prefix}/accuracy": (chosen > rejected).float().mean(),
-                f"{prefix}/chosen_reward": chosen.mean(),
-                f"{prefix}/rejected_reward": rejected.mean(),
-                f"{prefix}/reward_gap": (chosen - rejected).mean(),
-            },
-            batch_size=pairs,
-            prog_bar=prefix == "train",
-            sync_dist=prefix == "val",  # the validation means over all processes
-        )
-        return loss
+        return loss, {
+            "accuracy": (chosen > rejected).float().mean(),
+            "chosen_reward": chosen.mean(),
+            "rejected_reward": rejected.mean(),
+            "reward_gap": (chosen - rejected).mean(),
+        }

@@ -22,9 +22,9 @@ class SFT(LanguageModelModule):
         self, model: Any, lr: float = 1e-5, weight_decay: float = 0.0, lora: dict[str, Any] | None = None
     ) -> None:
         super().__init__(model, lora)
-        self.save_hyperparameters(ignore=[] if isinstance(model, str) else ["model"])
+        self.record_hyperparameters()
 
-    def _step(self, batch: dict, prefix: str) -> Tensor:
+    def shared_step(self, batch: dict) -> tuple[Tensor, dict[str, Tensor]]:
         logits = self.policy(
             input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False
         ).logits
@@ -32,16 +32,4 @@ class SFT(LanguageModelModule):
         loss = -log_probs.sum() / tokens.sum()
         with torch.no_grad():
             hits = (logits[:, :-1].argmax(-1) == batch["input_ids"][:, 1:]).float() * batch["completion_mask"][:, 1:]
-        self.log_dict(
-            {f"{prefix}/loss": loss, f"{prefix}/token_accuracy": hits.sum() / tokens.sum()},
-            batch_size=batch["input_ids"].shape[0],
-            prog_bar=prefix == "train",
-            sync_dist=prefix == "val",
-        )
-        return loss
-
-    def training_step(self, batch: dict, batch_idx: int) -> Tensor:
-        return self._step(batch, "train")
-
-    def validation_step(self, batch: dict, batch_idx: int) -> None:
-        self._step(batch, "val")
+        return loss, {"token_accuracy": hits.sum() / tokens.sum()}
