@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import difflib
 import errno
+import importlib
 import inspect
 import math
 import os
@@ -116,6 +117,23 @@ def untrusted_class_paths(value: Any) -> list[str]:
         for item in value:
             found += untrusted_class_paths(item)
     return found
+
+
+def _same_class(a: str, b: str) -> bool:
+    """Two class paths that name the same class (``policylab.modules.TD3BC`` and
+    ``policylab.modules.offline.td3bc.TD3BC``); only trusted modules are imported to tell."""
+    if a == b:
+        return True
+    classes = []
+    for path in (a, b):
+        module, _, name = path.rpartition(".")
+        if module.split(".")[0] not in TRUSTED_MODULES:
+            return False
+        try:
+            classes.append(getattr(importlib.import_module(module), name))
+        except (ImportError, AttributeError):
+            return False
+    return classes[0] is classes[1]
 
 
 def _plain(value: Any) -> Any:
@@ -371,6 +389,8 @@ class PolicylabCLI(ConfigLayers, LightningCLI):
             config.weights_only = True
         if not config.get("ckpt_path"):
             return
+        if config.ckpt_path in ("best", "hpc", "registry"):
+            raise CheckpointError(f"--ckpt_path {config.ckpt_path}: policylab's CLI takes last or a checkpoint file")
         path = self._resolve_last(config) if config.ckpt_path == "last" else config.ckpt_path
         checkpoint = load_checkpoint(path)
         config.ckpt_path = str(path)
@@ -387,7 +407,7 @@ class PolicylabCLI(ConfigLayers, LightningCLI):
         self.checkpoint_hparams = hparams
         model = config.get("model")
         configured_class = getattr(model, "class_path", None)
-        if saved_class and configured_class and saved_class != configured_class:
+        if saved_class and configured_class and not _same_class(saved_class, configured_class):
             raise CheckpointError(
                 f"{path} is a {saved_class} checkpoint but the config's model is {configured_class}: "
                 f"use the config {saved_class.rsplit('.', 1)[-1]} was trained with, or drop --ckpt_path."

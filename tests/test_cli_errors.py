@@ -170,6 +170,8 @@ def test_a_resume_under_another_method_or_hyperparameters_is_refused(run_copy, h
     code, err = cli("fit", "--config", TD3BC, *data, "--ckpt_path", "last", "--model.init_args.actor_lr", "1e-3")
     assert code == 1 and err.startswith(f"error: resuming {last} with hyperparameters that differ"), err
     assert "actor_lr 0.0003 -> 0.001" in err and "critic_lr" not in err
+    code, err = cli("fit", "--config", TD3BC, *data, "--ckpt_path", "best")
+    assert code == 1 and err == "error: --ckpt_path best: policylab's CLI takes last or a checkpoint file", err
     # speed switches may change on resume; the refusal lists every changed value, nested ones by key
     assert changed_hyperparameters(
         {"tau": 0.005, "compile": False, "net": {"class_path": "a.B", "init_args": {"width": 64}}},
