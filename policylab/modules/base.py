@@ -63,7 +63,7 @@ class RLModule(FastUpdate):
         self._named: dict = {}
 
     def setup(self, stage: str) -> None:
-        stats = getattr(self.trainer.datamodule, "observation_statistics", None) if self._trainer else None
+        stats = getattr(self.trainer.datamodule, "observation_statistics", None)
         if stats is not None:
             self.obs_normalizer.set_statistics(*stats)
         super().setup(stage)

@@ -96,7 +96,7 @@ class BC(RLModule):
 
     def setup(self, stage: str) -> None:
         super().setup(stage)
-        if self.hparams.top_fraction < 1.0 and self._trainer is not None:
+        if self.hparams.top_fraction < 1.0:
             self.keep_top_trajectories(getattr(self.trainer.datamodule, "buffer", None))
 
     def keep_top_trajectories(self, buffer) -> None:
