@@ -11,9 +11,12 @@ from policylab.losses.diffusion import (
     pseudo_huber,
 )
 from policylab.losses.iql import awr_actor_loss, awr_weights, expectile_loss, iql_q_target
+from policylab.losses.pairwise import PAIRWISE_LOSSES, PairStats, PairwiseLoss, get_pairwise_loss
 from policylab.losses.preference import (
+    apo_zero_loss,
     bco_pair_loss,
     dpo_loss,
+    exo_pair_loss,
     hinge_loss,
     ipo_loss,
     log_ratios,
@@ -46,9 +49,13 @@ from policylab.losses.td3 import (
 from policylab.losses.td3bc import q_scale, td3bc_actor_loss
 
 __all__ = [
+    "PAIRWISE_LOSSES",
+    "PairStats",
+    "PairwiseLoss",
     "a2pr_value_target",
     "advantage_filtered_vae_loss",
     "advantage_guided_bc_loss",
+    "apo_zero_loss",
     "awr_actor_loss",
     "awr_weights",
     "bc_mse_loss",
@@ -61,10 +68,12 @@ __all__ = [
     "diffusion_dro_loss",
     "dpo_loss",
     "ensemble_mse_loss",
+    "exo_pair_loss",
     "expectile_loss",
     "gaussian_log_density",
     "general_preference_loss",
     "general_preference_score",
+    "get_pairwise_loss",
     "hinge_loss",
     "implicit_accuracy",
     "ipo_loss",
