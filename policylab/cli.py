@@ -422,7 +422,8 @@ class PolicylabCLI(ConfigLayers, LightningCLI):
             )
         if changes:
             top = {key.split(".")[0] for key, _, _ in changes}
-            sys.stderr.write(f"note: {subcommand} uses the hyperparameters of {path}: {_listing(changes)[:300]}\n")
+            kept = ", ".join(f"{key} {old!r} (config: {new!r})" for key, old, new in changes)
+            sys.stderr.write(f"note: {subcommand} uses the hyperparameters of {path}: {kept[:300]}\n")
             self.config = self.parser.parse_object(
                 {subcommand: {"model": {"class_path": configured_class, "init_args": {k: hparams[k] for k in top}}}},
                 self.config,

@@ -228,7 +228,10 @@ def test_validate_takes_the_checkpoints_hyperparameters_and_keeps_config_yaml(ru
         *TINY,
     )
     assert code == 0, err
-    assert "note: validate uses the hyperparameters of" in capsys.readouterr().err
+    assert (
+        f"note: validate uses the hyperparameters of {RUN / 'checkpoints/last.ckpt'}: actor_lr 0.0003 (config: 0.001)"
+        in capsys.readouterr().err
+    )
     assert (run_copy / RUN / "config.yaml").read_bytes() == config
     written = (run_copy / RUN / "config-validate-1.yaml").read_text()
     assert "actor_lr: 0.0003" in written
