@@ -111,7 +111,10 @@ def test_td3bc_ddp_two_processes(toy_npz, tmp_path):
         max_steps=20, devices=2, strategy="ddp_spawn_find_unused_parameters_true", callbacks=[_RecordRank(tmp_path)]
     )
     trainer.fit(model, datamodule=dm)
-    rank0, rank1 = torch.load(tmp_path / "rank0.pt"), torch.load(tmp_path / "rank1.pt")
+    rank0, rank1 = (
+        torch.load(tmp_path / "rank0.pt", weights_only=True),
+        torch.load(tmp_path / "rank1.pt", weights_only=True),
+    )
     assert (tmp_path / "world0").read_text() == (tmp_path / "world1").read_text() == "2"
     torch.testing.assert_close(rank0, rank1)  # gradients all-reduced: identical replicas
     assert not torch.allclose(rank0, before)  # and they trained

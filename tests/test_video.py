@@ -11,7 +11,7 @@ from policylab.modules import TD3BC
 
 def test_rollout_video_is_an_animated_gif_in_tensorboard(tmp_path, hopper_hdf5):
     dm = OfflineTransitionDataModule(str(hopper_hdf5), batch_size=64)
-    model = TD3BC(dm.obs_dim, dm.action_dim, dm.max_action, hidden_dims=(32, 32))
+    model = TD3BC(dm.obs_dim, dm.action_dim, dm.max_action, actor_hidden_dims=(32, 32), critic_hidden_dims=(32, 32))
     video = RolloutVideo(every_n_steps=20, max_frames=12, width=64, height=48)
     trainer = L.Trainer(
         max_steps=40,
