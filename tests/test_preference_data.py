@@ -243,23 +243,25 @@ def test_a_non_utf8_byte_names_file_and_line(tmp_path, tokenizer_dir):
 def test_a_tokenizer_path_typo_says_folder_not_found(tmp_path, tokenizer_dir, monkeypatch):
     path = write_jsonl(rows(2), tmp_path / "pairs.jsonl")
     typo = tmp_path / "data" / "tokenzer"
-    with pytest.raises(TextDataError, match=rf"tokenizer folder not found: {typo}; give the folder"):
+    with pytest.raises(TextDataError, match=rf"tokenizer folder not found: {typo}\. "):
         PreferenceDataModule(str(path), str(typo))
     monkeypatch.chdir(tmp_path)
     (tmp_path / "runs").mkdir()
     for name in ("./tokenizer", "runs/tokenizer", "~/no-such-policylab-tokenizer"):
         with pytest.raises(TextDataError, match="tokenizer folder not found"):
             PreferenceDataModule(str(path), name)
-    with pytest.raises(TextDataError, match=r"pairs.jsonl \(it is a file, not a folder\)"):
+    with pytest.raises(TextDataError, match=r"tokenizer folder expected, but .*pairs.jsonl is a file"):
         PreferenceDataModule(str(path), str(path))
 
 
 def test_which_names_are_local_paths(tmp_path, monkeypatch):
-    from policylab.datamodules.text import looks_like_local_path
+    from policylab.modules.hub import pretrained_source
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "runs").mkdir()
-    local = ["./tok", "../tok", "/abs/tok", "~/tok", "data/arithmetic/tokenizer", "runs/tok", "a\\b"]
+    local = ["./tok", "../tok", "/abs/tok", "~/no-such-policylab-tok", "data/arithmetic/tokenizer", "runs/tok", "a\\b"]
+    for name in local:
+        with pytest.raises(FileNotFoundError, match="tokenizer folder not found"):
+            pretrained_source(name, "tokenizer")
     hub = ["gpt2", "Qwen/Qwen2.5-0.5B", "namespace/name"]
-    assert [looks_like_local_path(n) for n in local] == [True] * len(local)
-    assert [looks_like_local_path(n) for n in hub] == [False] * len(hub)
+    assert [pretrained_source(n, "tokenizer") for n in hub] == hub

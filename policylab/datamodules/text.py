@@ -93,18 +93,6 @@ def read_numbered_rows(path: str | Path) -> tuple[str, list[tuple[int, dict[str,
     return "row", list(enumerate(rows, start=1))
 
 
-def looks_like_local_path(name: str) -> bool:
-    """Whether a model or tokenizer name is meant as a folder rather than a hub id
-    (``namespace/name``): it starts with ``.``, ``/`` or ``~``, has more than one ``/``, holds a
-    backslash, or its first part is an existing local folder."""
-    return (
-        name.startswith((".", "/", "~"))
-        or name.count("/") > 1
-        or "\\" in name
-        or ("/" in name and Path(name.split("/")[0]).expanduser().is_dir())
-    )
-
-
 class TokenizedTextDataModule(L.LightningDataModule):
     """What the SFT and preference datamodules share: files, tokenizer, truncation, bad rows,
     loaders. A subclass names its ``columns``, tokenizes a row (:meth:`tokenize_row`) and
@@ -145,15 +133,13 @@ class TokenizedTextDataModule(L.LightningDataModule):
         if isinstance(tokenizer, (str, Path)):
             from transformers import AutoTokenizer
 
-            name = str(tokenizer)
-            folder = Path(name).expanduser()
-            if (isinstance(tokenizer, Path) or looks_like_local_path(name)) and not folder.is_dir():
-                raise TextDataError(
-                    f"tokenizer folder not found: {folder}"
-                    + (" (it is a file, not a folder)" if folder.is_file() else "")
-                    + "; give the folder holding tokenizer_config.json (or a hub id like 'namespace/name')"
-                )
-            tokenizer = AutoTokenizer.from_pretrained(name)
+            from policylab.modules.hub import pretrained_source
+
+            try:
+                source = pretrained_source(tokenizer, "tokenizer")
+            except FileNotFoundError as err:
+                raise TextDataError(str(err)) from None
+            tokenizer = AutoTokenizer.from_pretrained(source)
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
         if tokenizer.eos_token_id is None:

@@ -25,16 +25,19 @@ def _looks_like_hub_id(name: str) -> bool:
 def pretrained_source(name_or_path: str | Path, what: str = "model") -> str:
     """``name_or_path`` as ``from_pretrained`` takes it, after checking that a local folder exists.
 
-    A string counts as a local path when it exists, is a ``Path``, starts with '.' or '~', has
-    more than one '/' (or any '\\\\'), or its parent folder exists here (``data/tokenizr``
-    beside ``data/``); otherwise it is left to the hub as an ``owner/name`` id. A local path that
-    does not exist stops with a FileNotFoundError naming it (``what``: "model", "tokenizer",
-    ...) and saying what writes it: for ``<save_dir>/<name>/version_<n>/<folder>`` (a run's
-    ``hf_model`` or ``pipeline``) the run of ``configs/<name>.yaml`` when that config exists,
-    for ``data/<task>/...`` the task's ``policylab.tasks.<task>`` writer.
+    A file instead of a folder is refused. A string counts as a local path when it exists, is a
+    ``Path``, starts with '.' or '~', has more than one '/' (or any '\\\\'), or its parent
+    folder exists here (``data/tokenizr`` beside ``data/``); otherwise it is left to the hub as
+    an ``owner/name`` id. A local path that does not exist stops with a FileNotFoundError naming
+    it (``what``: "model", "tokenizer", ...) and saying what writes it: for
+    ``<save_dir>/<name>/version_<n>/<folder>`` (a run's ``hf_model`` or ``pipeline``) the run of
+    ``configs/<name>.yaml`` when that config exists, for ``data/<task>/...`` the task's
+    ``policylab.tasks.<task>`` writer.
     """
     text = str(name_or_path)
     path = Path(text).expanduser()
+    if path.is_file():
+        raise FileNotFoundError(f"{what} folder expected, but {text} is a file: give the folder that holds it")
     if path.exists():
         return str(path)
     parent = path.parent
