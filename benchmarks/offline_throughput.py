@@ -2,7 +2,8 @@
 ``Trainer.fit`` against plain PyTorch loops of the same updates, in one process, same data, batch
 size and thread count, alternating rounds.
 
-    python benchmarks/offline_throughput.py [--methods td3bc a2pr iql sac] [--steps 2000] [--rounds 3] [--threads 2] [--device cpu]
+    python benchmarks/offline_throughput.py [--methods td3bc a2pr iql sac] [--steps 2000] [--rounds 3] \
+        [--threads 2] [--device cpu]
     python benchmarks/offline_throughput.py --device cuda --cuda-graph --methods td3bc a2pr sac
     python benchmarks/offline_throughput.py --profile [--methods ...]     # where policylab's step time goes
     python benchmarks/offline_throughput.py --ceiling [--methods ...]     # the most that the update's matmuls allow
@@ -157,7 +158,8 @@ def profile_policylab(
     matmul_flops = sum(e.flops for e in matmuls)
     in_loop = matmul_flops / (matmul_time * 1e-6)
     print(
-        f"  profile: matmuls take {matmul_time / total:.0%} of the step's operator time, at {in_loop / 1e9:.1f} GFLOP/s "
+        f"  profile: matmuls take {matmul_time / total:.0%} of the step's operator time, "
+        f"at {in_loop / 1e9:.1f} GFLOP/s "
         f"({in_loop / rate:.0%} of the best matmul rate); the other {1 - matmul_time / total:.0%} is elementwise ops, "
         f"optimizer steps and dispatch",
         flush=True,
@@ -234,7 +236,8 @@ def main() -> None:
     parser.add_argument(
         "--ceiling",
         action="store_true",
-        help="after timing, replay each update's matmuls alone: the highest fraction of the matmul rate the update could reach",
+        help="after timing, replay each update's matmuls alone: "
+        "the highest fraction of the matmul rate the update could reach",
     )
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
@@ -265,19 +268,21 @@ def main() -> None:
             )
         p, q = statistics.median(plain_rates), statistics.median(lab_rates)
         print(
-            f"{method}: {flops / 1e9:.2f} GFLOP/update | plain {p:.1f} steps/s ({flops * p / rate:.0%} of matmul rate) | "
+            f"{method}: {flops / 1e9:.2f} GFLOP/update | "
+            f"plain {p:.1f} steps/s ({flops * p / rate:.0%} of matmul rate) | "
             f"policylab {q:.1f} steps/s ({flops * q / rate:.0%}) | policylab/plain = {q / p:.3f}",
             flush=True,
         )
         if args.profile:
             profile_policylab(dm, model, 200, device, rate)
         if args.ceiling:
-            plain_ceiling = matmul_ceiling(lambda: (plain.train_step(), plain.train_step()), device)
-            lab_ceiling = matmul_ceiling(lambda: time_policylab(dm, model, 2, device), device)
+            plain_ceiling = matmul_ceiling(lambda plain=plain: (plain.train_step(), plain.train_step()), device)
+            lab_ceiling = matmul_ceiling(lambda model=model: time_policylab(dm, model, 2, device), device)
             print(
                 f"  ceiling: the update's matmuls alone, replayed back to back: plain {plain_ceiling:.1f} steps/s "
                 f"({flops * plain_ceiling / rate:.0%} of matmul rate), policylab {lab_ceiling:.1f} steps/s "
-                f"({flops * lab_ceiling / rate:.0%}); the update reaches {p / plain_ceiling:.0%} and {q / lab_ceiling:.0%} of them",
+                f"({flops * lab_ceiling / rate:.0%}); "
+                f"the update reaches {p / plain_ceiling:.0%} and {q / lab_ceiling:.0%} of them",
                 flush=True,
             )
 
