@@ -8,8 +8,9 @@ relative to the file). :class:`ConfigLayers` puts each fragment before the file 
 
 so the file's own values override the fragment's (nested keys merge; lists such as
 ``trainer.callbacks`` are replaced, as with several ``--config`` flags). Fragments may name
-fragments of their own. Once parsed, the fragments' values are part of the config: the run's
-saved ``config.yaml`` records ``defaults: null`` and stands alone.
+fragments of their own. Once parsed, the fragments' values are part of the config: printed and
+saved configs (``--print_config``, the run's ``config.yaml``) record ``defaults: null`` and
+stand alone.
 
 :func:`run_name` is the logger's default name: the stem of the first ``--config`` file, so that
 ``--config configs/td3bc_hopper.yaml`` logs to ``runs/td3bc_hopper/version_N``.
@@ -102,6 +103,12 @@ def with_config_layers(argv: list[str]) -> list[str]:
     return out
 
 
+def _merged(value: Any) -> None:
+    """The parsed value of ``defaults:``: None, as :func:`with_config_layers` has already read the
+    fragments in, so printed and saved configs (``--print_config``, ``config.yaml``) stand alone."""
+    return None
+
+
 class ConfigLayers:
     """A ``LightningCLI`` mixin (``class MyCLI(ConfigLayers, LightningCLI)``): accepts the
     ``defaults:`` key and reads the fragments it names before the file naming them."""
@@ -110,7 +117,7 @@ class ConfigLayers:
         super().add_core_arguments_to_parser(parser)
         parser.add_argument(
             "--defaults",
-            type=str | list[str] | None,
+            type=_merged,
             default=None,
             help="Config fragments read before this config file (paths relative to it), e.g. defaults/control.yaml.",
         )
@@ -119,7 +126,3 @@ class ConfigLayers:
         if isinstance(args, (dict, Namespace)):
             return super().parse_arguments(parser, args)
         self.config = parser.parse_args(with_config_layers(list(sys.argv[1:] if args is None else args)))
-        subcommand = self.config.get("subcommand")
-        config = self.config[subcommand] if subcommand else self.config
-        if "defaults" in config:
-            config.defaults = None  # merged in: the saved config.yaml stands alone

@@ -1,12 +1,13 @@
 """``python cli.py`` end to end as a user runs it: every config, TensorBoard output, resume, bad input."""
 
+import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from conftest import ROOT, run_cli
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -38,117 +39,35 @@ def _ok(result):
     return result
 
 
-_WRITTEN: dict[str, Path] = {}
+TASKS = {"arithmetic": "arithmetic_task", "shapes": "shapes_task"}  # task -> session fixture (conftest.py)
 
 
-def tiny_overrides(config: Path, folder: Path) -> list[str]:
-    """What makes a config small besides TINY: online methods collect little before learning;
-    language-model and diffusion configs get a small task (addition, shapes at 8x8 pixels) written
-    into the run folder (their paths are relative to it), and second stages (DPO, reward models,
-    the diffusion methods) start from the initial model instead of a first-stage run."""
-    text = config.read_text()
-    overrides = []
-    if "EnvInteraction" in text:
-        overrides += ["--trainer.callbacks.init_args.random_steps", "200"]
-    if "ReplayBufferDataModule" in text:
-        overrides += ["--data.init_args.capacity", "5000"]
-    if "data/arithmetic" in text:
-        pytest.importorskip("transformers", reason="the language-model extras (pip install -e '.[lm]')")
-        import subprocess
-        import sys
+def tiny_overrides(config: Path) -> tuple[str | None, list[str]]:
+    """What ``configs/tests/<name>.yaml`` declares for ``configs/<name>.yaml``: the tiny task data
+    to write into the run folder (None or a key of TASKS) and command-line overrides, as flags."""
+    tiny = config.parent / "tests" / config.name
+    assert tiny.is_file(), f"{config.name} has no tiny overrides: add {tiny.relative_to(ROOT)} (see the others)"
+    declared = yaml.safe_load(tiny.read_text())
+    assert set(declared) == {"task", "overrides"}, f"{tiny}: expected the keys task and overrides, got {set(declared)}"
+    assert declared["task"] is None or declared["task"] in TASKS, f"{tiny}: task must be null or one of {set(TASKS)}"
+    flags = []
+    for key, value in (declared["overrides"] or {}).items():
+        flags += [f"--{key}", value if isinstance(value, str) else json.dumps(value)]
+    return declared["task"], flags
 
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "policylab.tasks.arithmetic",
-                "--out",
-                "data/arithmetic",
-                "--sft-rows",
-                "256",
-                "--pairs",
-                "256",
-                "--eval-rows",
-                "16",
-                "--val-pairs",
-                "64",
-            ],
-            cwd=folder,
-            check=True,
-            capture_output=True,
-        )
-        if "GreedyAccuracy" in text:
-            overrides += ["--trainer.callbacks.init_args.every_n_steps", "50"]
-        overrides += ["--checkpoint.every_n_train_steps", "50"]
-        if "runs/sft_arithmetic" in text:  # a second stage: start from the initial model instead
-            overrides += ["--model.init_args.model", "data/arithmetic/model"]
-    if "data/shapes" in text:
-        pytest.importorskip("diffusers", reason="the diffusion extras (pip install -e '.[diffusion]')")
-        import subprocess
-        import sys
 
-        if "shapes" not in _WRITTEN:  # written once, copied into each run folder
-            _WRITTEN["shapes"] = Path(tempfile.mkdtemp(prefix="policylab-shapes-")) / "shapes"
-            subprocess.run(
-                [
-                    sys.executable,
-                    "-m",
-                    "policylab.tasks.shapes",
-                    "--out",
-                    str(_WRITTEN["shapes"]),
-                    "--size",
-                    "8",
-                    "--pretrain",
-                    "32",
-                    "--pairs",
-                    "32",
-                    "--prompts",
-                    "8",
-                    "--eval-prompts",
-                    "4",
-                ],
-                check=True,
-                capture_output=True,
-            )
-        shutil.copytree(_WRITTEN["shapes"], folder / "data/shapes")
-        overrides += [
-            "--trainer.max_steps",
-            "4",
-            "--trainer.callbacks.init_args.every_n_steps",
-            "2",
-            "--trainer.callbacks.init_args.num_inference_steps",
-            "2",
-            "--checkpoint.every_n_train_steps",
-            "2",
-            "--data.init_args.resolution",
-            "8",
-            "--data.init_args.batch_size",
-            "4",
-        ]
-        if "num_inference_steps" in text:  # the methods that sample while they train
-            overrides += ["--model.init_args.num_inference_steps", "2"]
-        if "runs/shapes_pretrain" in text:  # a second stage: start from the untrained model instead
-            overrides += ["--model.init_args.model", "data/shapes/model"]
-        if "model_pairs.parquet" in text:  # the untrained model's samples would all tie: drawn pairs
-            overrides += ["--data.init_args.train_file", "data/shapes/pairs.parquet"]
-    return overrides
+def test_every_tiny_override_file_names_a_config():
+    stale = {p.name for p in (ROOT / "configs/tests").glob("*.yaml")} - {c.name for c in CONFIGS}
+    assert not stale, f"configs/tests/ has overrides for configs that do not exist: {sorted(stale)}"
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=[c.stem for c in CONFIGS])
-def test_every_config_runs_tiny(config, tmp_path):
-    _ok(
-        run_cli(
-            "fit",
-            "--config",
-            str(config),
-            "--trainer.max_steps",
-            "100",
-            *tiny_overrides(config, tmp_path),
-            *TINY,
-            cwd=tmp_path,
-        )
-    )
-    assert list(tmp_path.glob("runs/*/version_0/checkpoints/last.ckpt"))
+def test_every_config_runs_tiny(config, tmp_path, request):
+    task, overrides = tiny_overrides(config)
+    if task is not None:
+        shutil.copytree(request.getfixturevalue(TASKS[task]), tmp_path / "data" / task)
+    _ok(run_cli("fit", "--config", str(config), "--trainer.max_steps", "100", *TINY, *overrides, cwd=tmp_path))
+    assert list(tmp_path.glob(f"runs/{config.stem}/version_0/checkpoints/last.ckpt"))
 
 
 @pytest.mark.slow
@@ -235,9 +154,61 @@ def test_config_typo_is_named(tmp_path):
     )
     assert result.returncode != 0 and "alpah" in result.stderr
     bad = tmp_path / "bad.yaml"
-    bad.write_text((ROOT / "configs/td3bc_hopper.yaml").read_text().replace("batch_size:", "bach_size:"))
+    text = (ROOT / "configs/td3bc_hopper.yaml").read_text()
+    text = text.replace("defaults: defaults/", f"defaults: {ROOT}/configs/defaults/")
+    bad.write_text(text.replace("    dataset: hopper", "    bach_size: 256\n    dataset: hopper"))
     result = run_cli("fit", "--config", str(bad), cwd=tmp_path)
     assert result.returncode != 0 and "bach_size" in result.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+def _printed(result) -> dict:
+    return yaml.safe_load(_ok(result).stdout)
+
+
+def test_config_fragments_are_read_first_and_the_run_is_named_after_the_config(tmp_path):
+    """``defaults:`` names fragments (relative to the file, recursively) that count as earlier
+    --config flags: the file's own values win, nested keys merge; printed and saved configs
+    stand alone (defaults: null); the logger is named after the config file."""
+    (tmp_path / "fragments").mkdir()
+    (tmp_path / "fragments/base.yaml").write_text("trainer:\n  log_every_n_steps: 7\n  max_steps: 5\n")
+    (tmp_path / "fragments/family.yaml").write_text(
+        "defaults: base.yaml\ntrainer:\n  max_steps: 9\nevaluation:\n  n_episodes: 3\n  every_n_steps: 50\n"
+    )
+    method = (ROOT / "configs/td3bc_hopper.yaml").read_text().replace("defaults/control.yaml", "fragments/family.yaml")
+    (tmp_path / "my_method.yaml").write_text(method + "evaluation:\n  n_episodes: 4\n")
+    config = _printed(run_cli("fit", "--config", str(tmp_path / "my_method.yaml"), "--print_config", cwd=tmp_path))
+    assert config["defaults"] is None
+    assert config["trainer"]["log_every_n_steps"] == 7  # base.yaml, under family.yaml
+    assert config["trainer"]["max_steps"] == 1000000  # the method's own value over both fragments
+    assert config["evaluation"] == {**config["evaluation"], "n_episodes": 4, "every_n_steps": 50}  # merged
+    assert config["trainer"]["logger"]["init_args"]["name"] == "my_method"
+    assert config["model"]["class_path"] == "policylab.modules.offline.TD3BC"
+
+    # the printed config is complete: it runs on its own from anywhere, under the same run name
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere/printed.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    again = _printed(run_cli("fit", "--config", "printed.yaml", "--print_config", cwd=tmp_path / "elsewhere"))
+    assert again == config
+
+    # a command-line flag after --config still wins over the file and its fragments
+    flags = ("--config", str(tmp_path / "my_method.yaml"), "--trainer.log_every_n_steps", "3", "--print_config")
+    assert _printed(run_cli("fit", *flags, cwd=tmp_path))["trainer"]["log_every_n_steps"] == 3
+
+
+def test_a_missing_or_circular_fragment_is_named(tmp_path):
+    (tmp_path / "a.yaml").write_text("defaults: nowhere/base.yaml\n")
+    result = run_cli("fit", "--config", str(tmp_path / "a.yaml"), cwd=tmp_path)
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines()[0].startswith("error: ") and len(result.stderr.strip().splitlines()) <= 2
+    assert f"{tmp_path / 'a.yaml'}: defaults: nowhere/base.yaml not found" in result.stderr
+    (tmp_path / "b.yaml").write_text("defaults: c.yaml\n")
+    (tmp_path / "c.yaml").write_text("defaults: [b.yaml]\n")
+    result = run_cli("fit", "--config", str(tmp_path / "b.yaml"), cwd=tmp_path)
+    assert result.returncode != 0 and "defaults: b.yaml includes itself" in result.stderr
+    (tmp_path / "d.yaml").write_text("defaults: {trainer: 1}\n")
+    result = run_cli("fit", "--config", str(tmp_path / "d.yaml"), cwd=tmp_path)
+    assert result.returncode != 0 and "d.yaml: defaults: expected a fragment path or a list of them" in result.stderr
     assert not (tmp_path / "runs").exists()
 
 

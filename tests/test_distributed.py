@@ -2,6 +2,7 @@
 validation metrics, gathered from both processes, equal those of one process on the same pairs."""
 
 import re
+import shutil
 
 import pytest
 from conftest import ROOT, run_cli
@@ -17,28 +18,8 @@ def _metric(stdout: str, name: str) -> float:
     return float(match.group(1))
 
 
-def test_dpo_under_ddp_on_two_cpu_processes(tmp_path):
-    import subprocess
-    import sys
-
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "policylab.tasks.arithmetic",
-            "--out",
-            "data/arithmetic",
-            "--sft-rows",
-            "64",
-            "--pairs",
-            "256",
-            "--eval-rows",
-            "16",
-        ],
-        cwd=tmp_path,
-        check=True,
-        capture_output=True,
-    )
+def test_dpo_under_ddp_on_two_cpu_processes(tmp_path, arithmetic_task):
+    shutil.copytree(arithmetic_task, tmp_path / "data/arithmetic")
     config = [
         "--config",
         str(ROOT / "configs/dpo_arithmetic.yaml"),
@@ -94,34 +75,12 @@ def test_the_fsdp_config_builds_its_strategy():
     assert strategy.kwargs["auto_wrap_policy"]._module_classes == {LlamaDecoderLayer}
 
 
-def test_dpo_with_fsdp_on_gpus(tmp_path):
-    import subprocess
-    import sys
-
+def test_dpo_with_fsdp_on_gpus(tmp_path, arithmetic_task):
     import torch
 
     if not torch.cuda.is_available():
         pytest.skip("FSDP runs on GPUs only (Lightning's FSDPStrategy); checked on a lent GPU")
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "policylab.tasks.arithmetic",
-            "--out",
-            "data/arithmetic",
-            "--sft-rows",
-            "64",
-            "--pairs",
-            "256",
-            "--eval-rows",
-            "16",
-            "--val-pairs",
-            "64",
-        ],
-        cwd=tmp_path,
-        check=True,
-        capture_output=True,
-    )
+    shutil.copytree(arithmetic_task, tmp_path / "data/arithmetic")
     fit = run_cli(
         "fit",
         "--config",
