@@ -1,14 +1,16 @@
-"""A fork server for ``python cli.py`` runs in the tests (tests/conftest.py ``run_cli``).
+"""A fork server for ``python cli.py`` and ``python -m MODULE`` runs in the tests (tests/conftest.py
+``run_cli``, ``run_python``).
 
 It imports the CLI's modules once (policylab, Lightning, torch, transformers, diffusers: 4-8 s
-per fresh interpreter on 2 cores), then forks one child per request; the child runs
-``cli.py`` as ``__main__`` with the request's arguments, working directory and environment, its
-stdout and stderr in files, and exits with the status a fresh ``python cli.py`` would give.
+per fresh interpreter on 2 cores), then forks one child per request; the child runs the script
+or module as ``__main__`` with the request's arguments, working directory and environment, its
+stdout and stderr in files, and exits with the status a fresh ``python ARGS`` would give.
 Nothing runs in the server itself besides the imports, so every child starts from the same
 state as a fresh interpreter that has imported these modules.
 
 Protocol (one JSON object a line): the client writes ``{"args", "cwd", "env", "out", "err"}``
-on stdin; the server answers ``{"pid": N}`` when the child is started and
+on stdin (``args``: what follows ``python``, a script path or ``-m MODULE``, then its
+arguments); the server answers ``{"pid": N}`` when the child is started and
 ``{"pid": N, "returncode": R}`` when it ended (R is negative for a signal, as in subprocess).
 """
 
@@ -20,8 +22,6 @@ import os
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-
 # Imported once by the server; the lazily loaded model code of transformers and diffusers too.
 PRELOAD = (
     "torch",
@@ -30,6 +30,7 @@ PRELOAD = (
     "policylab.datamodules",
     "policylab.modules",
     "policylab.callbacks",
+    "policylab.datasets.build",
     "transformers.models.llama.modeling_llama",
     "transformers.models.clip.modeling_clip",
     "diffusers",
@@ -40,7 +41,7 @@ PRELOAD = (
 
 
 def _child(request: dict) -> None:
-    """Run cli.py as a fresh ``python cli.py ARGS`` would, then leave with its exit status."""
+    """Run ``python ARGS`` as a fresh interpreter would, then leave with its exit status."""
     import random
     import runpy
     import traceback
@@ -64,9 +65,16 @@ def _child(request: dict) -> None:
             sys.modules["numpy"].random.seed()
         if "torch" in sys.modules:
             sys.modules["torch"].set_num_threads(int(request["env"].get("OMP_NUM_THREADS") or os.cpu_count() or 1))
-        sys.argv = [str(ROOT / "cli.py"), *request["args"]]
+        args = request["args"]
         try:
-            runpy.run_path(sys.argv[0], run_name="__main__")
+            if args[0] == "-m":
+                sys.path[0] = os.getcwd()  # as python -m puts it first
+                sys.argv = [args[1], *args[2:]]
+                runpy.run_module(args[1], run_name="__main__", alter_sys=True)
+            else:
+                sys.path[0] = str(Path(args[0]).resolve().parent)  # as python SCRIPT puts it first
+                sys.argv = list(args)
+                runpy.run_path(args[0], run_name="__main__")
             code = 0
         except SystemExit as exit:
             if exit.code is None or isinstance(exit.code, int):

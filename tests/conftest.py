@@ -70,7 +70,8 @@ def shapes_task(tmp_path_factory) -> Path:
 
 
 class _ForkServer:
-    """Client of tests/cli_forkserver.py: one server per test session, started at the first run."""
+    """Client of tests/cli_forkserver.py: one server per test session, started at the first run;
+    it runs one process at a time."""
 
     def __init__(self) -> None:
         import subprocess
@@ -83,9 +84,11 @@ class _ForkServer:
             text=True,
             env={**os.environ, "OMP_NUM_THREADS": "1"},
         )
-        assert self._answer(600).get("ready"), "tests/cli_forkserver.py did not start"
+        self.running: ForkedProcess | None = None
+        assert self.answer(600).get("ready"), "tests/cli_forkserver.py did not start"
 
-    def _answer(self, timeout: float) -> dict:
+    def answer(self, timeout: float) -> dict:
+        """The server's next line, or {} after ``timeout`` seconds without one."""
         import json
         import select
 
@@ -96,43 +99,126 @@ class _ForkServer:
             raise RuntimeError("tests/cli_forkserver.py ended; run with POLICYLAB_TEST_SUBPROCESS=1 to see why")
         return json.loads(line)
 
-    def run(self, command: list[str], cwd: Path, env: dict, timeout: float):
+    def start(self, command: list[str], cwd: Path, env: dict) -> ForkedProcess:
         import json
-        import signal
-        import subprocess
+
+        assert self.running is None or self.running.returncode is not None, "one forked process at a time"
+        self.running = ForkedProcess(self, command)
+        request = {"args": command[1:], "cwd": str(cwd), "env": env, "out": self.running.out, "err": self.running.err}
+        self.process.stdin.write(json.dumps(request) + "\n")
+        self.process.stdin.flush()
+        self.running.pid = self.answer(60)["pid"]
+        return self.running
+
+
+class ForkedProcess:
+    """A ``python ARGS`` process forked by tests/cli_forkserver.py, used like a ``subprocess.Popen``
+    (``pid``, ``poll``, ``wait``, ``kill``, ``returncode``); its output is in files until it ends."""
+
+    def __init__(self, server: _ForkServer, command: list[str]) -> None:
         import tempfile
 
-        with tempfile.TemporaryDirectory(prefix="policylab-cli-") as folder:
-            out, err = Path(folder) / "stdout", Path(folder) / "stderr"
-            request = {"args": command[2:], "cwd": str(cwd), "env": env, "out": str(out), "err": str(err)}
-            self.process.stdin.write(json.dumps(request) + "\n")
-            self.process.stdin.flush()
-            pid = self._answer(60)["pid"]
-            done = self._answer(timeout)
+        self.server, self.args = server, command
+        self.folder = tempfile.mkdtemp(prefix="policylab-run-")
+        self.out, self.err = f"{self.folder}/stdout", f"{self.folder}/stderr"
+        self.pid = -1
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        return self.returncode if self.returncode is not None else self.wait(0, raise_timeout=False)
+
+    def wait(self, timeout: float | None = None, raise_timeout: bool = True) -> int | None:
+        import subprocess
+
+        if self.returncode is None:
+            done = self.server.answer(1e9 if timeout is None else timeout)
             if not done:
-                os.kill(pid, signal.SIGKILL)
-                self._answer(60)
-                raise subprocess.TimeoutExpired(command, timeout)
-            stdout, stderr = (path.read_text(errors="replace") for path in (out, err))
-            return subprocess.CompletedProcess(command, done["returncode"], stdout, stderr)
+                if raise_timeout:
+                    raise subprocess.TimeoutExpired(self.args, timeout)
+                return None
+            self.returncode = done["returncode"]
+        return self.returncode
+
+    def kill(self) -> None:
+        import signal
+
+        if self.poll() is None:
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+            except ProcessLookupError:  # it ended just now
+                pass
+            self.wait(60)
+
+    def result(self):
+        """The ended process as a ``subprocess.CompletedProcess`` (text stdout and stderr)."""
+        import shutil
+        import subprocess
+
+        read = [Path(path).read_text(errors="replace") for path in (self.out, self.err)]
+        shutil.rmtree(self.folder, ignore_errors=True)
+        return subprocess.CompletedProcess(self.args, self.returncode, *read)
+
+
+class FreshProcess(ForkedProcess):
+    """The same, as a fresh interpreter (``POLICYLAB_TEST_SUBPROCESS=1``)."""
+
+    def __init__(self, command: list[str], cwd: Path, env: dict) -> None:
+        import subprocess
+
+        super().__init__(None, command)
+        with open(self.out, "w") as out, open(self.err, "w") as err:
+            self.popen = subprocess.Popen(command, cwd=cwd, env=env, stdout=out, stderr=err)
+        self.pid = self.popen.pid
+
+    def wait(self, timeout: float | None = None, raise_timeout: bool = True) -> int | None:
+        import subprocess
+
+        try:
+            self.returncode = self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            if raise_timeout:
+                raise
+        return self.returncode
+
+    def kill(self) -> None:
+        self.popen.kill()
+        self.wait()
 
 
 _FORK_SERVER: _ForkServer | None = None
 
 
-def run_cli(*args: str, cwd: Path, timeout: int = 300):
-    """Run ``python cli.py ARGS`` from the repository in ``cwd``; returns the CompletedProcess.
-
-    Each run is a process of its own, forked from a server that imported the CLI's modules once
-    (tests/cli_forkserver.py): the same code as a fresh ``python cli.py`` without its 4-8 s of
-    imports. POLICYLAB_TEST_SUBPROCESS=1 starts a fresh interpreter for each run instead."""
-    import subprocess
-
+def start_python(*args: str, cwd: Path, env: dict | None = None) -> ForkedProcess:
+    """``python ARGS`` (a script and its arguments, or ``-m MODULE ...``) started in ``cwd`` with
+    ``env`` (default: this process's), forked from a server that imported policylab's modules
+    once (tests/cli_forkserver.py): the same code as a fresh interpreter without its 4-8 s of
+    imports. One at a time: wait for it (or kill it) before the next run.
+    POLICYLAB_TEST_SUBPROCESS=1 starts a fresh interpreter instead."""
     global _FORK_SERVER
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": os.environ.get("POLICYLAB_TEST_THREADS", "2")}
-    command = [sys.executable, str(ROOT / "cli.py"), *args]
+    command, env = [sys.executable, *args], dict(os.environ if env is None else env)
     if os.environ.get("POLICYLAB_TEST_SUBPROCESS"):
-        return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+        return FreshProcess(command, cwd, env)
     if _FORK_SERVER is None or _FORK_SERVER.process.poll() is not None:
         _FORK_SERVER = _ForkServer()
-    return _FORK_SERVER.run(command, cwd, env, timeout)
+    return _FORK_SERVER.start(command, cwd, env)
+
+
+def run_python(*args: str, cwd: Path, env: dict | None = None, timeout: float = 300):
+    """``python ARGS`` run to its end (see :func:`start_python`); returns the CompletedProcess
+    (text stdout and stderr), or raises ``subprocess.TimeoutExpired`` after ``timeout`` seconds."""
+    import subprocess
+
+    process = start_python(*args, cwd=cwd, env=env)
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.result()
+        raise
+    return process.result()
+
+
+def run_cli(*args: str, cwd: Path, timeout: int = 300):
+    """Run ``python cli.py ARGS`` from the repository in ``cwd``; returns the CompletedProcess."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": os.environ.get("POLICYLAB_TEST_THREADS", "2")}
+    return run_python(str(ROOT / "cli.py"), *args, cwd=cwd, env=env, timeout=timeout)

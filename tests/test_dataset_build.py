@@ -2,8 +2,6 @@
 
 import json
 import os
-import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -11,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT
+from conftest import ROOT, run_python, start_python
 
 from policylab.datamodules import DatasetError, OfflineTransitionDataModule, read_d4rl_hdf5
 from policylab.datasets.build import KINDS, BuildConfig, build, dataset_statistics, export_bundle
@@ -146,7 +144,7 @@ def test_interrupted_build_resumes_without_redoing_finished_parts(tmp_path):
         "--out",
         "out",
         "--sac-steps",
-        "1500",
+        "1200",
         "--random-steps",
         "200",
         "--eval-every",
@@ -163,43 +161,30 @@ def test_interrupted_build_resumes_without_redoing_finished_parts(tmp_path):
         "--no-progress",
     ]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    process = subprocess.Popen(
-        [*args, "--kinds", "medium-replay", "medium"],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    # forked from tests/cli_forkserver.py (no imports to redo), as are the resume and rerun below
+    process = start_python(*args[1:], "--kinds", "medium-replay", "medium", cwd=tmp_path, env=env)
     first_snapshot = tmp_path / "work/policies/step_0000600.pt"
     deadline = time.time() + 240
     while not first_snapshot.exists() and time.time() < deadline and process.poll() is None:
         time.sleep(0.2)
     time.sleep(0.5)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    assert first_snapshot.exists(), process.stdout.read()[-3000:]
+    process.kill()
+    output = process.result()
+    assert first_snapshot.exists(), output.stdout[-3000:] + output.stderr[-3000:]
     assert not list((tmp_path / "out").glob("*.hdf5")) if (tmp_path / "out").exists() else True
     step_300 = tmp_path / "work/policies/step_0000300.pt"
     written_at = step_300.stat().st_mtime_ns
     killed_at = torch.load(tmp_path / "work/sac/checkpoints/last.ckpt", weights_only=True)["global_step"]
-    assert 300 <= killed_at < 1500
+    assert 300 <= killed_at < 1200
 
-    result = subprocess.run(
-        [*args, "--kinds", "medium-replay", "medium"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = run_python(*args[1:], "--kinds", "medium-replay", "medium", cwd=tmp_path, env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Restored all states from the checkpoint" in result.stdout + result.stderr
     assert step_300.stat().st_mtime_ns == written_at  # the finished part was not redone
     final = torch.load(tmp_path / "work/sac/checkpoints/last.ckpt", weights_only=True)
-    assert final["global_step"] == 1500
+    assert final["global_step"] == 1200
     interaction = next(v for k, v in final["callbacks"].items() if k.startswith("EnvInteraction"))
-    assert interaction["env_steps"] == 200 + 1500  # no env step lost or repeated across the kill
+    assert interaction["env_steps"] == 200 + 1200  # no env step lost or repeated across the kill
     assert (tmp_path / "out/hopper_medium_replay-v5.hdf5").is_file() and (
         tmp_path / "out/hopper_medium-v5.hdf5"
     ).is_file()
@@ -207,14 +192,7 @@ def test_interrupted_build_resumes_without_redoing_finished_parts(tmp_path):
     medium_at = (tmp_path / "out/hopper_medium-v5.hdf5").stat().st_mtime_ns
 
     # a second rerun finds everything done
-    result = subprocess.run(
-        [*args, "--kinds", "medium-replay", "medium"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = run_python(*args[1:], "--kinds", "medium-replay", "medium", cwd=tmp_path, env=env, timeout=300)
     assert result.returncode == 0 and "exists" in result.stdout
     assert (tmp_path / "out/hopper_medium-v5.hdf5").stat().st_mtime_ns == medium_at
 
