@@ -102,7 +102,8 @@ class _ForkServer:
     def start(self, command: list[str], cwd: Path, env: dict) -> ForkedProcess:
         import json
 
-        assert self.running is None or self.running.returncode is not None, "one forked process at a time"
+        if self.running is not None and self.running.poll() is None:  # left running by a failed test
+            self.running.kill()
         self.running = ForkedProcess(self, command)
         request = {"args": command[1:], "cwd": str(cwd), "env": env, "out": self.running.out, "err": self.running.err}
         self.process.stdin.write(json.dumps(request) + "\n")
