@@ -1,4 +1,4 @@
-# Two commands a new user needs:  `make run` (main job)  and  `make test` (test suite).
+# Two commands a new user needs:  `make run` (main job)  and  `make test` (test suite); `make lint` checks the code.
 # Both create the virtual environment in $(VENV) when it is missing and install policylab into it.
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -10,7 +10,7 @@ STAMP := $(VENV)/.policylab-installed
 # The tests also cover the language-model code, so they install its extras (transformers, ...).
 TEST_STAMP := $(VENV)/.policylab-test-installed
 
-.PHONY: install run test dataset arithmetic clean-venv
+.PHONY: install run test lint dataset arithmetic clean-venv
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -46,6 +46,11 @@ dataset: $(STAMP)
 
 test: $(TEST_STAMP)
 	$(PY) -m pytest
+
+# ruff (in the dev extras) with the settings of pyproject.toml: lint, and formatting left as ruff writes it.
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 clean-venv:
 	rm -rf $(VENV)
