@@ -99,6 +99,10 @@ def serve() -> None:
             importlib.import_module(name)
         except Exception:  # noqa: BLE001 - a child that needs the module reports its error itself
             pass
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_initialized():  # a forked child could not use CUDA
+        protocol.write(json.dumps({"ready": False, "why": "CUDA was initialized while importing"}) + "\n")
+        return
     protocol.write(json.dumps({"ready": True}) + "\n")
     protocol.flush()
     for line in sys.stdin:

@@ -85,7 +85,10 @@ class _ForkServer:
             env={**os.environ, "OMP_NUM_THREADS": "1"},
         )
         self.running: ForkedProcess | None = None
-        assert self.answer(600).get("ready"), "tests/cli_forkserver.py did not start"
+        try:
+            self.ready = bool(self.answer(600).get("ready"))  # else fresh interpreters are used
+        except RuntimeError:
+            self.ready = False
 
     def answer(self, timeout: float) -> dict:
         """The server's next line, or {} after ``timeout`` seconds without one."""
@@ -193,14 +196,17 @@ def start_python(*args: str, cwd: Path, env: dict | None = None) -> ForkedProces
     """``python ARGS`` (a script and its arguments, or ``-m MODULE ...``) started in ``cwd`` with
     ``env`` (default: this process's), forked from a server that imported policylab's modules
     once (tests/cli_forkserver.py): the same code as a fresh interpreter without its 4-8 s of
-    imports. One at a time: wait for it (or kill it) before the next run.
-    POLICYLAB_TEST_SUBPROCESS=1 starts a fresh interpreter instead."""
+    imports. One at a time: wait for it (or kill it) before the next run. A fresh interpreter
+    instead with POLICYLAB_TEST_SUBPROCESS=1, or when the server could not start or would hand
+    its children an initialized CUDA."""
     global _FORK_SERVER
     command, env = [sys.executable, *args], dict(os.environ if env is None else env)
     if os.environ.get("POLICYLAB_TEST_SUBPROCESS"):
         return FreshProcess(command, cwd, env)
-    if _FORK_SERVER is None or _FORK_SERVER.process.poll() is not None:
+    if _FORK_SERVER is None or (_FORK_SERVER.ready and _FORK_SERVER.process.poll() is not None):
         _FORK_SERVER = _ForkServer()
+    if not _FORK_SERVER.ready:
+        return FreshProcess(command, cwd, env)
     return _FORK_SERVER.start(command, cwd, env)
 
 
