@@ -1,4 +1,5 @@
-"""Shared fixtures: small but real datasets written to tmp_path."""
+"""Shared fixtures: small but real datasets and tasks, written once per session; ``run_cli``,
+``run_python``, ``start_python``: ``python cli.py`` and ``python -m`` runs forked from tests/cli_forkserver.py."""
 
 from __future__ import annotations
 
