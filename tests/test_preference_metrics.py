@@ -101,15 +101,13 @@ def test_dpo_validation_metrics_match_a_direct_count(tmp_path):
     with torch.no_grad():
         for batch in dm.val_dataloader():
             s = model.sequence_stats(batch)
-            for i in range(s["chosen"].shape[0]):
+            for i in range(s.chosen.shape[0]):
                 n += 1
-                counts["reward"] += bool(s["chosen"][i] - s["ref_chosen"][i] > s["rejected"][i] - s["ref_rejected"][i])
-                counts["rank"] += bool(s["chosen"][i] > s["rejected"][i])
-                counts["rank_tok"] += bool(
-                    s["chosen"][i] / s["chosen_tokens"][i] > s["rejected"][i] / s["rejected_tokens"][i]
-                )
-                a = float(s["preference_probability"][i])
-                gap = float(s["ref_chosen"][i] - s["ref_rejected"][i])
+                counts["reward"] += bool(s.chosen[i] - s.ref_chosen[i] > s.rejected[i] - s.ref_rejected[i])
+                counts["rank"] += bool(s.chosen[i] > s.rejected[i])
+                counts["rank_tok"] += bool(s.chosen[i] / s.chosen_tokens[i] > s.rejected[i] / s.rejected_tokens[i])
+                a = float(s.field("preference_probability")[i])
+                gap = float(s.ref_chosen[i] - s.ref_rejected[i])
                 counts["ideal"] += a == 1.0 or gap + math.log(a / (1 - a)) / 0.1 > 0
     assert n == 70
     assert logged["val/reward_accuracy"] == pytest.approx(counts["reward"] / n)
