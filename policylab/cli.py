@@ -45,7 +45,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveCon
 
 from policylab.callbacks import EnvEvaluation, RolloutVideo, StepProgressBar
 from policylab.callbacks.checkpoint import AtomicCheckpoint, CheckpointWriteError
-from policylab.config_layers import ConfigLayers, run_name, with_config_layers
+from policylab.config_layers import ConfigLayers, config_values, run_name, with_config_layers
 
 # Lightning warns that manual-optimization checkpoints hold post-step weights: that is what we want.
 warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization")
@@ -196,16 +196,6 @@ class PolicylabArgumentParser(LightningArgumentParser):
         sys.exit(2)
 
 
-def _config_files(argv: list[str]) -> list[str]:
-    files = []
-    for i, arg in enumerate(argv):
-        if arg in ("-c", "--config") and i + 1 < len(argv):
-            files.append(argv[i + 1])
-        elif arg.startswith("--config="):
-            files.append(arg.split("=", 1)[1])
-    return files
-
-
 def _accepted_options(class_path: str) -> list[str]:
     module, _, name = class_path.rpartition(".")
     if module.split(".")[0] not in TRUSTED_MODULES or module not in sys.modules:
@@ -257,9 +247,9 @@ def condense_parse_error(message: str, argv: list[str] | None = None) -> str:
     if any(arg.split("=")[0] == f"--{key}" or arg.split("=")[0].endswith(f".{leaf}") for arg in argv):
         where = "; it is set on the command line"
     try:  # the config files and the fragments they name, in the order they are read
-        files = [] if where else _config_files(with_config_layers(argv))
+        files = [] if where else config_values(with_config_layers(argv))
     except (OSError, ValueError):
-        files = _config_files(argv)
+        files = config_values(argv)
     for file in files:  # the last file that sets the key is the one whose value counts
         try:
             if re.search(rf"\b{re.escape(leaf)}\s*:", Path(file).read_text()):

@@ -28,7 +28,7 @@ from jsonargparse import Namespace
 CONFIG_FLAGS = ("-c", "--config")
 
 
-def _config_values(argv: list[str]) -> list[str]:
+def config_values(argv: list[str]) -> list[str]:
     """The values of the ``--config`` flags in ``argv``, in order."""
     values = []
     for i, arg in enumerate(argv):
@@ -53,7 +53,7 @@ def run_name(args: Any = None, default: str = "policylab") -> str:
     if isinstance(args, (dict, Namespace)):
         return default
     argv = list(sys.argv[1:] if args is None else args)
-    files = [path for value in _config_values(argv) if (path := _config_file(value)) is not None]
+    files = [path for value in config_values(argv) if (path := _config_file(value)) is not None]
     return files[0].stem if files else default
 
 
