@@ -1,10 +1,11 @@
 """LightningDataModules: offline transitions (D4RL hdf5, Minari, npz), the online replay buffer,
 text rows (SFT, preference pairs) for language models, and prompts, images and image pairs for
-diffusion models."""
+diffusion models, and prompts with the generated pairs of online preference methods."""
 
 from policylab.datamodules.d4rl_format import DatasetError, read_d4rl_hdf5, read_npz, write_d4rl_hdf5
 from policylab.datamodules.diffusion import ImageDataError, ImageDataModule, ImagePairDataModule, PromptDataModule
 from policylab.datamodules.offline import OfflineTransitionDataModule
+from policylab.datamodules.online import OnlinePromptDataModule
 from policylab.datamodules.preference import PreferenceDataModule
 from policylab.datamodules.replay import ReplayBufferDataModule
 from policylab.datamodules.sft import SFTDataModule
@@ -18,6 +19,7 @@ __all__ = [
     "ImageDataModule",
     "ImagePairDataModule",
     "OfflineTransitionDataModule",
+    "OnlinePromptDataModule",
     "PreferenceDataModule",
     "PromptDataModule",
     "SFTDataModule",

@@ -1,0 +1,233 @@
+"""Online DPO (OAIF) and iterative best-of-n DPO: the pair rules on hand-made scores, the reference
+rules against their formulas, learning on the addition task with the verifier as judge (held-out
+prompts), and a checkpoint written inside an iteration that resumes on the same pairs and the
+same next iteration."""
+
+import copy
+
+import pytest
+import torch
+
+pytest.importorskip("transformers", reason="the language-model extras (pip install -e '.[lm]')")
+import lightning as L  # noqa: E402
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint  # noqa: E402
+
+from policylab.datamodules import OnlinePromptDataModule, SFTDataModule  # noqa: E402
+from policylab.datamodules.online import build_pairs  # noqa: E402
+from policylab.judges import VerifierJudge  # noqa: E402
+from policylab.modules.preference import SFT, OnlineDPO  # noqa: E402
+from policylab.tasks.arithmetic import AdditionTask, build_model, build_tokenizer, is_correct, write_jsonl  # noqa: E402
+
+QUIET = dict(logger=False, enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0)
+
+
+# ----------------------------------------------------------------------------- pair rules
+def test_best_vs_worst_pairs_the_first_maximum_with_the_first_minimum_and_drops_ties():
+    scores = torch.tensor([[1.0, 0.0, 1.0], [0.5, 0.5, 0.5], [0.0, 2.0, 1.0], [3.0, -1.0, -1.0]])
+    pairs = build_pairs(scores, "best_vs_worst")
+    # prompt 0: max first at 0, min at 1; prompt 1: all equal (dropped); prompt 2: 2.0 at 1 vs 0.0 at 0;
+    # prompt 3: 3.0 at 0 vs the first -1.0 at 1. Rows are prompt * 3 + index.
+    assert pairs.chosen.tolist() == [0, 7, 9] and pairs.rejected.tolist() == [1, 6, 10]
+    assert pairs.prompt.tolist() == [0, 2, 3] and pairs.dropped_ties == 1 and pairs.usable_prompts == 3
+    kept = build_pairs(scores, "best_vs_worst", keep_ties=True)  # TRL: a tie keeps the first as chosen
+    assert kept.chosen.tolist() == [0, 3, 7, 9] and kept.rejected.tolist() == [1, 4, 6, 10]
+    assert kept.dropped_ties == 0 and kept.usable_prompts == 4
+
+
+def test_random_pair_with_two_completions_is_the_two_higher_first():
+    scores = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    pairs = build_pairs(scores, "random_pair")
+    assert pairs.chosen.tolist() == [0, 3] and pairs.rejected.tolist() == [1, 2]
+    assert pairs.dropped_ties == 1 and pairs.usable_prompts == 2
+    kept = build_pairs(scores, "random_pair", keep_ties=True)
+    assert kept.chosen.tolist() == [0, 3, 4] and kept.rejected.tolist() == [1, 2, 5]
+
+
+def test_random_pair_of_k_draws_two_distinct_completions_of_the_prompt():
+    scores = torch.arange(40, dtype=torch.float32).reshape(10, 4) % 3  # some ties
+    pairs = build_pairs(scores, "random_pair", generator=torch.Generator().manual_seed(0))
+    again = build_pairs(scores, "random_pair", generator=torch.Generator().manual_seed(0))
+    assert torch.equal(pairs.chosen, again.chosen) and len(pairs.chosen) + pairs.dropped_ties == 10
+    flat = scores.reshape(-1)
+    assert (pairs.chosen // 4 == pairs.prompt).all() and (pairs.rejected // 4 == pairs.prompt).all()
+    assert (pairs.chosen != pairs.rejected).all() and (flat[pairs.chosen] > flat[pairs.rejected]).all()
+
+
+def test_all_pairs_keeps_every_unequal_pair():
+    scores = torch.tensor([[1.0, 0.0, 1.0], [2.0, 2.0, 2.0]])
+    pairs = build_pairs(scores, "all_pairs")
+    # (0,1): 0 wins; (0,2): tie; (1,2): 2 wins; prompt 1: three ties
+    assert pairs.chosen.tolist() == [0, 2] and pairs.rejected.tolist() == [1, 1]
+    assert pairs.dropped_ties == 4 and pairs.usable_prompts == 1
+
+
+def test_bad_scores_and_rules_are_named():
+    with pytest.raises(ValueError, match="prompt 1, completion 0 is nan"):
+        build_pairs(torch.tensor([[1.0, 0.0], [float("nan"), 0.0]]), "random_pair")
+    with pytest.raises(ValueError, match="pair_rule must be one of"):
+        build_pairs(torch.zeros(2, 2), "best")
+    with pytest.raises(ValueError, match="K >= 2"):
+        build_pairs(torch.zeros(2, 1), "best_vs_worst")
+
+
+# ----------------------------------------------------------------------------- reference rules
+def _perturbed(rule, **kwargs):
+    module = OnlineDPO(build_model(seed=0), judge=VerifierJudge(is_correct), reference_update=rule, **kwargs)
+    with torch.no_grad():
+        for p in module.policy.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    return module
+
+
+def test_reference_rules():
+    torch.manual_seed(0)
+    fixed = _perturbed("fixed")
+    before = copy.deepcopy(fixed.reference.state_dict())
+    fixed.update_reference()
+    assert all(torch.equal(before[k], v) for k, v in fixed.reference.state_dict().items())
+
+    previous = _perturbed("previous_iterate")
+    previous.update_reference()
+    policy = previous.policy.state_dict()
+    assert all(torch.equal(policy[k], v) for k, v in previous.reference.state_dict().items())
+
+    ema = _perturbed("ema", ref_alpha=0.3)
+    old = {k: v.clone() for k, v in ema.reference.state_dict().items()}
+    ema.update_reference()
+    policy = ema.policy.state_dict()
+    for name, value in ema.reference.state_dict().items():
+        if value.is_floating_point():
+            torch.testing.assert_close(value, old[name] + 0.3 * (policy[name] - old[name]))
+    assert any(not torch.equal(old[k], v) for k, v in ema.reference.state_dict().items())
+    assert all(not p.requires_grad for p in ema.reference.parameters())
+
+
+def test_bad_settings_are_named():
+    with pytest.raises(ValueError, match="reference_update must be one of"):
+        OnlineDPO(build_model(), judge=VerifierJudge(is_correct), reference_update="last")
+    with pytest.raises(ValueError, match="pair_rule must be one of"):
+        OnlineDPO(build_model(), judge=VerifierJudge(is_correct), pair_rule="pairs")
+    with pytest.raises(ValueError, match="num_generations must be >= 2"):
+        OnlineDPO(build_model(), judge=VerifierJudge(is_correct), num_generations=1)
+    with pytest.raises(ValueError, match="unknown loss_type 'dpoo'"):
+        OnlineDPO(build_model(), judge=VerifierJudge(is_correct), loss_type="dpoo")
+
+
+# ----------------------------------------------------------------------------- the task
+@pytest.fixture(scope="module")
+def addition(tmp_path_factory):
+    """Single-digit sums: 70 problems to train on, 30 held out; an SFT model of 30% right answers
+    (the rest off by a little), trained here for 500 steps."""
+    folder = tmp_path_factory.mktemp("online")
+    tokenizer = build_tokenizer(folder / "tok")
+    problems = [f"{a}+{b}=" for a in range(10) for b in range(10)]
+    order = torch.randperm(100, generator=torch.Generator().manual_seed(0)).tolist()
+    train, held_out = [problems[i] for i in order[:70]], [problems[i] for i in order[70:]]
+    task = AdditionTask(max_operand=9, seed=0)
+    rows = []
+    for row in task.sft_rows(4000, correct_fraction=0.3):
+        if row["prompt"] in train:
+            rows.append(row)
+    write_jsonl(rows, folder / "sft.jsonl")
+    write_jsonl([{"prompt": p} for p in train], folder / "prompts.jsonl")
+    L.seed_everything(0)
+    sft = SFT(build_model(seed=0), lr=3e-3)
+    dm = SFTDataModule(str(folder / "sft.jsonl"), tokenizer, batch_size=64, max_length=12, max_prompt_length=6)
+    L.Trainer(max_steps=500, enable_checkpointing=False, **QUIET).fit(sft, dm)
+    return folder, tokenizer, sft.policy, held_out
+
+
+def _mean_verifier_score(policy, tokenizer, prompts, samples=8, seed=123):
+    """Mean verifier score of sampled answers (temperature 1) to ``prompts``."""
+    side, tokenizer.padding_side = tokenizer.padding_side, "left"
+    try:
+        tokens = tokenizer(prompts, return_tensors="pt", padding=True)
+        with torch.no_grad(), torch.random.fork_rng():
+            torch.manual_seed(seed)
+            out = policy.eval().generate(
+                **tokens,
+                do_sample=True,
+                max_new_tokens=4,
+                num_return_sequences=samples,
+                pad_token_id=tokenizer.pad_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+            )
+        texts = tokenizer.batch_decode(out[:, tokens["input_ids"].shape[1] :], skip_special_tokens=True)
+    finally:
+        tokenizer.padding_side = side
+    repeated = [p for p in prompts for _ in range(samples)]
+    return sum(is_correct(p, t) for p, t in zip(repeated, texts)) / len(texts)
+
+
+def _online(folder, tokenizer, policy, **kwargs):
+    settings = dict(
+        judge=VerifierJudge(is_correct),
+        num_generations=4,
+        pair_rule="best_vs_worst",
+        generate_every_n_steps=2,
+        max_new_tokens=4,
+        temperature=1.0,
+        lr=1e-3,
+        num_sample_texts=0,
+    )
+    settings.update(kwargs)
+    module = OnlineDPO(copy.deepcopy(policy).train(), **settings)
+    dm = OnlinePromptDataModule(
+        str(folder / "prompts.jsonl"), tokenizer, prompts_per_iteration=32, batch_size=16, max_prompt_length=8, seed=0
+    )
+    return module, dm
+
+
+def test_online_dpo_raises_the_verifier_score_on_held_out_prompts(addition):
+    folder, tokenizer, policy, held_out = addition
+    before = _mean_verifier_score(policy, tokenizer, held_out)
+    L.seed_everything(0)
+    module, dm = _online(folder, tokenizer, policy)
+    L.Trainer(max_steps=40, enable_checkpointing=False, **QUIET).fit(module, dm)
+    after = _mean_verifier_score(module.policy, tokenizer, held_out)
+    print(f"verifier score on held-out prompts: SFT {before:.3f} -> online DPO {after:.3f}")
+    assert module.judge.calls == 20 * 32 * 4  # 20 iterations of 32 prompts x 4 samples
+    metrics = module.last_iteration_metrics
+    assert 0 < metrics["online/usable_fraction"] <= 1 and metrics["online/generation_tokens_per_s"] > 0
+    assert after > before + 0.1, (before, after)
+
+
+class _Recorder(Callback):
+    """The stored iteration and its pairs after every step, and the weights at the end."""
+
+    def __init__(self):
+        self.steps = {}
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        dm = trainer.datamodule
+        self.steps[trainer.global_step] = (dm.iteration, {k: v.clone() for k, v in dm.pairs.items()})
+
+
+def test_a_checkpoint_inside_an_iteration_resumes_on_the_same_pairs_and_next_iteration(addition, tmp_path):
+    folder, tokenizer, policy, _ = addition
+
+    def run(max_steps, ckpt_path=None, callbacks=()):
+        L.seed_everything(0)
+        module, dm = _online(folder, tokenizer, policy, generate_every_n_steps=4, reference_update="previous_iterate")
+        recorder = _Recorder()
+        trainer = L.Trainer(max_steps=max_steps, callbacks=[recorder, *callbacks], default_root_dir=tmp_path, **QUIET)
+        trainer.fit(module, dm, ckpt_path=ckpt_path)
+        return recorder.steps, module
+
+    every6 = ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=6, save_top_k=-1, filename="{step}")
+    straight, straight_module = run(10, callbacks=[every6])
+    checkpoint = torch.load(tmp_path / "ckpt" / "step=6.ckpt", weights_only=True)
+    state = checkpoint["OnlinePromptDataModule"]
+    assert state["iteration"] == 1  # steps 4..7
+    assert all(torch.equal(state["pairs"][k], v) for k, v in straight[6][1].items())
+
+    resumed, resumed_module = run(10, ckpt_path=tmp_path / "ckpt" / "step=6.ckpt")
+    assert sorted(resumed) == [7, 8, 9, 10] and resumed[7][0] == 1 and resumed[10][0] == 2
+    for step in (7, 10):  # the rest of iteration 1 without regenerating, then the same iteration 2
+        iteration, pairs = resumed[step]
+        assert iteration == straight[step][0]
+        assert all(torch.equal(pairs[k], straight[step][1][k]) for k in pairs), step
+    # the resumed run judged iteration 2 only: iteration 1 came from the checkpoint, not regenerated
+    assert straight_module.judge.calls == 3 * 32 * 4 and resumed_module.judge.calls == 32 * 4
+    for a, b in zip(straight_module.parameters(), resumed_module.parameters()):
+        torch.testing.assert_close(a, b, atol=0, rtol=0)
