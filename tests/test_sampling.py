@@ -99,7 +99,7 @@ def _truncated_log_probs(logits: torch.Tensor, temperature: float, top_k: int, t
 
 
 @pytest.mark.parametrize(
-    ("temperature", "top_k", "top_p"), [(0.7, 0, 1.0), (0.9, 5, 1.0), (1.3, 0, 0.8), (0.8, 6, 0.9)]
+    ("temperature", "top_k", "top_p"), [(0.7, 0, 1.0), (0.9, 5, 1.0), (1.3, 0, 0.8), (0.8, 8, 0.7)]
 )
 def test_log_probs_are_those_of_the_tempered_truncated_distribution(tok, model, temperature, top_k, top_p):
     sampler = HFSampler(tok, max_new_tokens=6, temperature=temperature, top_k=top_k, top_p=top_p)
@@ -262,3 +262,30 @@ def test_merged_weights_for_the_vllm_sync_merge_lora_and_leave_the_model_as_it_w
         build_model(seed=0).state_dict()["model.layers.0.self_attn.q_proj.weight"],
     )
     assert torch.allclose(lora(input_ids=ids).logits, before, atol=1e-6)
+    # and the HF sampler samples the PEFT-wrapped model with the log-probs its trainer computes
+    c = HFSampler(tok, max_new_tokens=5).sample(lora, PROMPTS[:3], num_samples=2, seed=0)
+    with torch.no_grad():
+        trainer, _ = model_completion_log_probs(lora, c.input_ids, c.attention_mask, c.completion_mask)
+    assert torch.allclose(trainer, c.sequence_log_probs(), atol=1e-5)
+
+
+def test_positions_count_real_tokens_for_absolute_position_models(tok):
+    """GPT-2 (learned absolute positions): a left-padded prompt's first token is at position 0,
+    so the log-probs are those of a forward with position_ids = cumsum(attention_mask) - 1."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from policylab.nn.sequence import completion_log_probs
+
+    torch.manual_seed(0)
+    config = GPT2Config(
+        vocab_size=17, n_positions=32, n_embd=32, n_layer=2, n_head=2, bos_token_id=1, eos_token_id=2, pad_token_id=0
+    )
+    gpt2 = GPT2LMHeadModel(config)
+    c = HFSampler(tok, max_new_tokens=6).sample(gpt2, PROMPTS, num_samples=2, seed=0)
+    assert gpt2.training  # sampled in eval mode (no dropout), given back in train mode
+    positions = (c.attention_mask.cumsum(-1) - 1).clamp(min=0)
+    with torch.no_grad():
+        logits = gpt2.eval()(input_ids=c.input_ids, attention_mask=c.attention_mask, position_ids=positions).logits
+    assert torch.allclose(
+        completion_log_probs(logits, c.input_ids, c.completion_mask)[0], c.sequence_log_probs(), atol=1e-5
+    )

@@ -269,11 +269,10 @@ class HFSampler:
     def _decode(self, prompt_ids, policy, ref, alpha, generator, eos, device):
         """One batch: rows of (prompt ids, completion ids, their log-probs, finished)."""
         batch, width = len(prompt_ids), max(len(r) for r in prompt_ids)
-        input_ids = torch.full((batch, width), self.pad_token_id, dtype=torch.long, device=device)
-        attention_mask = torch.zeros((batch, width), dtype=torch.long, device=device)
-        for i, row in enumerate(prompt_ids):
-            input_ids[i, width - len(row) :] = torch.tensor(row, device=device)
-            attention_mask[i, width - len(row) :] = 1
+        padded = [[self.pad_token_id] * (width - len(row)) + row for row in prompt_ids]
+        input_ids = torch.tensor(padded, dtype=torch.long, device=device)
+        prompt_lengths = torch.tensor([len(row) for row in prompt_ids], device=device)
+        attention_mask = (torch.arange(width, device=device) >= width - prompt_lengths[:, None]).long()
         position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
         models = [m for m in (policy, ref) if m is not None]
         caches = [None] * len(models)
@@ -291,9 +290,9 @@ class HFSampler:
                 token = logits.argmax(-1)
                 log_p = torch.log_softmax(logits, -1).gather(-1, token[:, None]).squeeze(-1)
             else:
-                warped = warp_logits(logits, self.temperature, self.top_k, self.top_p)
-                token = torch.multinomial(torch.softmax(warped, -1), 1, generator=generator).squeeze(-1)
-                log_p = torch.log_softmax(warped, -1).gather(-1, token[:, None]).squeeze(-1)
+                log_pi = torch.log_softmax(warp_logits(logits, self.temperature, self.top_k, self.top_p), -1)
+                token = torch.multinomial(log_pi.exp(), 1, generator=generator).squeeze(-1)
+                log_p = log_pi.gather(-1, token[:, None]).squeeze(-1)
             token = token.masked_fill(done, self.pad_token_id)
             log_probs.append(log_p.masked_fill(done, 0.0))
             tokens.append(token)
@@ -337,24 +336,24 @@ def assemble(
     """One :class:`Completions` from per-row (prompt ids, completion ids, token log-probs,
     finished): prompts LEFT padded to the longest, completions RIGHT padded to the longest,
     texts decoded without special tokens and cut before the first stop string."""
-    prompt_width = max(len(r[0]) for r in rows)
-    completion_width = max(len(r[1]) for r in rows)
-    n, width = len(rows), prompt_width + completion_width
-    input_ids = torch.full((n, width), pad_token_id, dtype=torch.long)
-    attention_mask = torch.zeros((n, width), dtype=torch.long)
-    completion_mask = torch.zeros((n, width), dtype=torch.long)
-    token_log_probs = torch.zeros((n, width), dtype=torch.float32)
-    finished = torch.zeros(n, dtype=torch.bool)
-    completion_ids = []
-    for i, (prompt, completion, log_p, ended) in enumerate(rows):
-        length = len(completion)
-        input_ids[i, prompt_width - len(prompt) : prompt_width] = torch.tensor(prompt)
-        attention_mask[i, prompt_width - len(prompt) : prompt_width + length] = 1
-        input_ids[i, prompt_width : prompt_width + length] = completion.cpu()
-        completion_mask[i, prompt_width : prompt_width + length] = 1
-        token_log_probs[i, prompt_width : prompt_width + length] = log_p.float().cpu()
-        finished[i] = bool(ended)
-        completion_ids.append(completion.tolist())
+    from torch.nn.utils.rnn import pad_sequence
+
+    completions = [r[1].long().cpu() for r in rows]
+    prompt_lengths = torch.tensor([len(r[0]) for r in rows])
+    lengths = torch.tensor([len(c) for c in completions])
+    prompt_width = int(prompt_lengths.max())
+    prompt_ids = torch.tensor([[pad_token_id] * (prompt_width - len(r[0])) + list(r[0]) for r in rows])
+    completion_ids = pad_sequence(completions, batch_first=True, padding_value=pad_token_id)
+    log_probs = pad_sequence([r[2].float().cpu() for r in rows], batch_first=True, padding_value=0.0)
+    completion_width = completion_ids.shape[1]
+    prompt_mask = torch.arange(prompt_width) >= (prompt_width - prompt_lengths)[:, None]
+    completion_part = torch.arange(completion_width) < lengths[:, None]
+    input_ids = torch.cat([prompt_ids, completion_ids], 1)
+    attention_mask = torch.cat([prompt_mask, completion_part], 1).long()
+    completion_mask = torch.cat([torch.zeros_like(prompt_mask), completion_part], 1).long()
+    token_log_probs = torch.cat([torch.zeros(prompt_mask.shape), log_probs * completion_part], 1)
+    finished = torch.tensor([bool(r[3]) for r in rows])
+    completion_ids = [c.tolist() for c in completions]
     texts = tokenizer.batch_decode(completion_ids, skip_special_tokens=True)
     texts = [t[: first_stop(t, stop_strings)] if first_stop(t, stop_strings) >= 0 else t for t in texts]
     prompt_index = torch.arange(len(prompts)).repeat_interleave(num_samples)
