@@ -239,9 +239,10 @@ class HFSampler:
         for which, m in (("model", policy), ("reference", ref)):
             if m is not None:
                 check_context(ids, self.max_new_tokens, m, which)
-        device = next((policy or ref).parameters()).device
+        first = policy if policy is not None else ref
+        device = next(first.parameters()).device
         generator = None if seed is None else torch.Generator(device=device).manual_seed(int(seed))
-        eos = torch.tensor(eos_token_ids(self.tokenizer, model), device=device)
+        eos = torch.tensor(eos_token_ids(self.tokenizer, first), device=device)
         rows: list[tuple[list[int], Tensor, Tensor, bool]] = []
         with eval_mode(policy, ref):
             for begin in range(0, len(ids), self.batch_size):
