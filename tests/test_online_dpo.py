@@ -231,3 +231,80 @@ def test_a_checkpoint_inside_an_iteration_resumes_on_the_same_pairs_and_next_ite
     assert straight_module.judge.calls == 3 * 32 * 4 and resumed_module.judge.calls == 32 * 4
     for a, b in zip(straight_module.parameters(), resumed_module.parameters()):
         torch.testing.assert_close(a, b, atol=0, rtol=0)
+
+
+DDP_SCRIPT = """
+import json, sys
+import lightning as L, torch
+from lightning.pytorch.callbacks import Callback
+from policylab.datamodules import OnlinePromptDataModule
+from policylab.judges import VerifierJudge
+from policylab.modules.preference import OnlineDPO
+from policylab.tasks.arithmetic import build_model, is_correct
+
+class Seen(VerifierJudge):
+    def __init__(self):
+        super().__init__(is_correct)
+        self.prompts = []
+    def _score(self, prompts, completions):
+        self.prompts += prompts
+        return super()._score(prompts, completions)
+
+class Report(Callback):
+    def on_train_end(self, trainer, module):
+        dm = trainer.datamodule
+        print("REPORT " + json.dumps({
+            "rank": trainer.global_rank,
+            "seen": sorted(set(module.judge.prompts)),
+            "calls": module.judge.calls,
+            "iteration_prompts": [dm.prompts[i] for i in dm.iteration_prompt_indices(dm.iteration)],
+            "pairs": dm.pairs["prompt_index"].tolist(),
+            "params": [p.detach().double().sum().item() for p in module.policy.parameters()],
+        }), flush=True)
+
+if __name__ == "__main__":
+    L.seed_everything(0)
+    module = OnlineDPO(build_model(seed=0), judge=Seen(), num_generations=4, pair_rule="all_pairs", keep_ties=True,
+                       generate_every_n_steps=2, max_new_tokens=3, temperature=1.0, lr=1e-3, num_sample_texts=0)
+    dm = OnlinePromptDataModule(sys.argv[1], sys.argv[2], prompts_per_iteration=8, batch_size=4, max_prompt_length=8)
+    L.Trainer(max_steps=2, accelerator="cpu", devices=2, strategy="ddp", logger=False, enable_checkpointing=False,
+              enable_progress_bar=False, enable_model_summary=False, callbacks=[Report()]).fit(module, dm)
+"""
+
+
+@pytest.mark.slow
+def test_ddp_splits_prompts_gathers_pairs_and_keeps_ranks_identical(tmp_path):
+    """Two CPU processes (``strategy="ddp"``, launched by Lightning from a script): each samples
+    and judges its half of the iteration's prompts, both hold every rank's pairs, and the
+    weights agree after the steps."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    build_tokenizer(tmp_path / "tok")
+    write_jsonl([{"prompt": f"{a}+{b}="} for a in range(10) for b in range(10)], tmp_path / "prompts.jsonl")
+    (tmp_path / "ddp_online.py").write_text(DDP_SCRIPT)
+    root = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": root, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        [sys.executable, "ddp_online.py", str(tmp_path / "prompts.jsonl"), str(tmp_path / "tok")],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    reports = sorted(
+        (json.loads(line[len("REPORT ") :]) for line in result.stdout.splitlines() if line.startswith("REPORT ")),
+        key=lambda r: r["rank"],
+    )
+    assert [r["rank"] for r in reports] == [0, 1], result.stdout[-2000:]
+    first, second = reports
+    assert first["calls"] == second["calls"] == 4 * 4  # one iteration: 4 of the 8 prompts x 4 samples each
+    assert not set(first["seen"]) & set(second["seen"])
+    assert set(first["seen"]) | set(second["seen"]) == set(first["iteration_prompts"])
+    assert first["pairs"] == second["pairs"] and len(first["pairs"]) == 8 * 6  # all pairs of 4, ties kept
+    assert first["params"] == second["params"]

@@ -21,10 +21,14 @@ prefetching dataloader) the module:
 4. builds pairs (:func:`~policylab.datamodules.online.build_pairs`: equal scores dropped and
    counted), gathers every rank's pairs and stores them in the datamodule, whose state dict
    (Lightning puts it in every checkpoint) holds them as tensors with the iteration number;
-5. logs the iteration: ``online/score`` (mean judge score of the samples), ``online/usable_fraction``
-   (prompts with at least one pair), ``online/dropped_ties``, ``online/pairs``, ``online/kl``
-   (mean over samples of the summed log pi - log pi_ref), ``online/generation_tokens_per_s``,
-   and a few sample texts to TensorBoard.
+5. logs the iteration (every iteration, or one per ``log_every_n_steps`` when iterations are
+   shorter): ``online/score`` (mean judge score of the samples, after the EOS penalty),
+   ``online/usable_fraction`` (prompts with at least one pair), ``online/dropped_ties``,
+   ``online/pairs``, ``online/kl`` (mean over samples of the summed log pi - log pi_ref),
+   ``online/generation_tokens_per_s``, ``online/missing_eos`` (samples that hit
+   ``max_new_tokens``: judged as they are, penalized with ``missing_eos_penalty`` when set),
+   ``online/empty_completions`` (samples whose text is empty, EOS first: judged as they are),
+   and a few sample texts to TensorBoard (``online/samples``).
 
 Every step of the iteration (its first included) trains on ``batch_size`` of the stored pairs
 (:meth:`~policylab.datamodules.online.OnlinePromptDataModule.step_batch`), one forward over
@@ -49,6 +53,7 @@ from torch import Tensor
 
 from policylab.callbacks.evaluation import log_evaluation
 from policylab.datamodules.online import PAIR_RULES, build_pairs, right_padded
+from policylab.judges import ScalarJudge, VerifierJudge
 from policylab.losses.pairwise import PairStats
 from policylab.modules.preference.lm import LanguageModelModule
 from policylab.modules.preference.objective import PairwiseObjective
@@ -92,7 +97,7 @@ class OnlineDPO(LanguageModelModule):
     def __init__(
         self,
         model: Any,
-        judge: Any = "policylab.tasks.arithmetic.is_correct",
+        judge: str | ScalarJudge = "policylab.tasks.arithmetic.is_correct",
         loss_type: str = "sigmoid",
         beta: float = 0.1,
         loss_kwargs: dict[str, float] | None = None,
@@ -150,8 +155,6 @@ class OnlineDPO(LanguageModelModule):
     def build_judge(judge: Any):
         """A judge object as it is; a dotted path of a check function as a VerifierJudge."""
         if isinstance(judge, str):
-            from policylab.judges import VerifierJudge
-
             return VerifierJudge(judge)
         if not callable(getattr(judge, "score", None)):
             raise ValueError(f"judge must have score(prompts, completions) or be a dotted path, got {judge!r}")
@@ -361,8 +364,16 @@ class OnlineDPO(LanguageModelModule):
         if self.needs_reference:
             metrics["online/kl"] = t[8] / t[1]
         self.last_iteration_metrics = metrics
-        log_evaluation(self.trainer, self, metrics)
-        self._log_samples(prompt_of_row, texts, scores, k)
+        if self._logs_iteration(iteration):
+            log_evaluation(self.trainer, self, metrics)
+            self._log_samples(prompt_of_row, texts, scores, k)
+
+    def _logs_iteration(self, iteration: int) -> bool:
+        """Whether iteration ``iteration`` is logged: every iteration when iterations are at least
+        ``log_every_n_steps`` long, else the first iteration after each ``log_every_n_steps``."""
+        every = self.hparams.generate_every_n_steps
+        interval = max(1, (self.trainer.log_every_n_steps or 1) // every)
+        return iteration % interval == 0
 
     def _log_samples(self, prompts: list[str], texts: list[str], scores: Tensor, k: int) -> None:
         count = self.hparams.num_sample_texts
