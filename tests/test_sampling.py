@@ -289,3 +289,7 @@ def test_positions_count_real_tokens_for_absolute_position_models(tok):
     assert torch.allclose(
         completion_log_probs(logits, c.input_ids, c.completion_mask)[0], c.sequence_log_probs(), atol=1e-5
     )
+    # the trainer's log-probs number positions the same way
+    with torch.no_grad():
+        trainer, _ = model_completion_log_probs(gpt2, c.input_ids, c.attention_mask, c.completion_mask)
+    assert torch.allclose(trainer, c.sequence_log_probs(), atol=1e-5)

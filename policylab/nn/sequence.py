@@ -9,6 +9,8 @@ import inspect
 import torch
 from torch import Tensor
 
+from policylab.nn.heads import position_ids
+
 
 def completion_log_probs(logits: Tensor, input_ids: Tensor, completion_mask: Tensor) -> tuple[Tensor, Tensor]:
     """Summed log-probabilities of the completion tokens and their count, per row.
@@ -33,16 +35,17 @@ def completion_log_probs(logits: Tensor, input_ids: Tensor, completion_mask: Ten
     return (token_log_probs * mask).sum(-1), mask.sum(-1)
 
 
-def _keeps_logits(model) -> bool:
-    """Whether ``model`` (or the model under a PEFT wrapper) takes HF's ``logits_to_keep``."""
+def _forward_takes(model, argument: str) -> bool:
+    """Whether ``model`` (or the model under a PEFT wrapper) takes ``argument`` in its forward
+    (HF's ``logits_to_keep``, ``position_ids``)."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return _forward_takes_logits_to_keep(type(base))
+    return argument in _forward_parameters(type(base))
 
 
 @functools.cache
-def _forward_takes_logits_to_keep(model_class: type) -> bool:
+def _forward_parameters(model_class: type) -> frozenset[str]:
     # Once per class: signature inspection is too slow for every forward of a training step.
-    return "logits_to_keep" in inspect.signature(model_class.forward).parameters
+    return frozenset(inspect.signature(model_class.forward).parameters)
 
 
 def model_completion_log_probs(
@@ -53,8 +56,12 @@ def model_completion_log_probs(
     ``logits_to_keep``, where the model takes it): prompt positions never become ``[V]``-wide
     logits, which for long prompts and large vocabularies is most of the step's memory."""
     kwargs = {}
+    if _forward_takes(model, "position_ids"):
+        # Positions count real tokens only, as generation numbers them: left-padded rows (the
+        # sampler's) read like unpadded ones under learned position embeddings too.
+        kwargs["position_ids"] = position_ids(attention_mask)
     start = 0
-    if _keeps_logits(model):
+    if _forward_takes(model, "logits_to_keep"):
         # Every row's completion starts at or after the earliest one; logits at t predict t+1.
         first = int(completion_mask.any(0).float().argmax())
         start = max(first - 1, 0)
