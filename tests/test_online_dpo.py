@@ -308,3 +308,36 @@ def test_ddp_splits_prompts_gathers_pairs_and_keeps_ranks_identical(tmp_path):
     assert set(first["seen"]) | set(second["seen"]) == set(first["iteration_prompts"])
     assert first["pairs"] == second["pairs"] and len(first["pairs"]) == 8 * 6  # all pairs of 4, ties kept
     assert first["params"] == second["params"]
+
+
+class _BadJudge:
+    def __init__(self, values):
+        self.values = values
+
+    def score(self, prompts, completions):
+        return torch.tensor(self.values)
+
+
+def test_bad_judge_output_is_named():
+    with pytest.raises(ValueError, match=r"judge _BadJudge gave \(1,\) scores for 2 completions"):
+        OnlineDPO(build_model(), judge=_BadJudge([1.0]))._judge(["1+1=", "1+2="], ["2", "3"])
+    with pytest.raises(ValueError, match=r"scored completion 1 \(prompt '1\+2=', completion '3'\) as nan"):
+        OnlineDPO(build_model(), judge=_BadJudge([1.0, float("nan")]))._judge(["1+1=", "1+2="], ["2", "3"])
+
+
+def test_prompt_file_rows_are_checked_and_iterations_are_seeded(tmp_path):
+    tokenizer = build_tokenizer()
+    write_jsonl(
+        [{"prompt": "1+1="}, {"prompt": "12345+678="}, {"answer": "3"}, {"prompt": "2+2="}], tmp_path / "p.jsonl"
+    )
+    with pytest.raises(ValueError, match=r"p.jsonl, line 2: prompt of 11 tokens, longer than max_prompt_length 8"):
+        OnlinePromptDataModule(str(tmp_path / "p.jsonl"), tokenizer, max_prompt_length=8).setup()
+    dm = OnlinePromptDataModule(
+        str(tmp_path / "p.jsonl"), tokenizer, prompts_per_iteration=3, max_prompt_length=8, bad_rows="skip"
+    )
+    dm.setup()
+    assert dm.prompts == ["1+1=", "2+2="] and [n for n, _ in dm.skipped] == [2, 3]
+    # iterations walk through seeded permutations of the prompts, 3 at a time; ranks take every other one
+    stream = dm.iteration_prompt_indices(0) + dm.iteration_prompt_indices(1)
+    assert sorted(stream[:2]) == [0, 1] and sorted(stream[2:4]) == [0, 1] and sorted(stream[4:]) == [0, 1]
+    assert dm.iteration_prompts(1, rank=1, world_size=2)[0] == dm.iteration_prompt_indices(1)[1::2]

@@ -53,7 +53,7 @@ from torch import Tensor
 
 from policylab.callbacks.evaluation import log_evaluation
 from policylab.datamodules.online import PAIR_RULES, build_pairs, right_padded
-from policylab.judges import ScalarJudge, VerifierJudge
+from policylab.judges import JudgeError, ScalarJudge, VerifierJudge
 from policylab.losses.pairwise import PairStats
 from policylab.modules.preference.lm import LanguageModelModule
 from policylab.modules.preference.objective import PairwiseObjective
@@ -61,10 +61,6 @@ from policylab.nn.sequence import model_completion_log_probs
 
 REFERENCE_UPDATES = ("fixed", "previous_iterate", "ema")
 _ROW_KEYS = ("input_ids", "attention_mask", "completion_mask")
-
-
-class OnlineJudgeError(ValueError):
-    """A judge's output that cannot be used (wrong size, not finite); names the judge and the row."""
 
 
 class OnlineDPO(LanguageModelModule):
@@ -247,11 +243,11 @@ class OnlineDPO(LanguageModelModule):
         scores = torch.as_tensor(scores, dtype=torch.float32).reshape(-1) if not isinstance(scores, Tensor) else scores
         name = type(self.judge).__name__
         if scores.shape != (len(texts),):
-            raise OnlineJudgeError(f"judge {name} gave {tuple(scores.shape)} scores for {len(texts)} completions")
+            raise JudgeError(f"judge {name} gave {tuple(scores.shape)} scores for {len(texts)} completions")
         bad = (~torch.isfinite(scores)).nonzero()
         if len(bad):
             i = int(bad[0])
-            raise OnlineJudgeError(
+            raise JudgeError(
                 f"judge {name} scored completion {i} (prompt {prompts[i]!r}, completion {texts[i]!r}) "
                 f"as {scores[i].item()}: scores must be finite"
             )
@@ -306,6 +302,7 @@ class OnlineDPO(LanguageModelModule):
             completions.completion_mask.long(),
             pad_id=data.tokenizer.pad_token_id,
         )
+        ids, attention, completion = ids.cpu(), attention.cpu(), completion.cpu()
         rows = {"input_ids": ids.to(self.device), "attention_mask": attention.to(self.device)}
         rows["completion_mask"] = completion.to(self.device)
         if (completion.sum(1) == 0).any():
