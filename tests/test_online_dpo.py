@@ -341,3 +341,19 @@ def test_prompt_file_rows_are_checked_and_iterations_are_seeded(tmp_path):
     stream = dm.iteration_prompt_indices(0) + dm.iteration_prompt_indices(1)
     assert sorted(stream[:2]) == [0, 1] and sorted(stream[2:4]) == [0, 1] and sorted(stream[4:]) == [0, 1]
     assert dm.iteration_prompts(1, rank=1, world_size=2)[0] == dm.iteration_prompt_indices(1)[1::2]
+
+
+def test_the_sampler_backend_is_chosen_by_name():
+    from policylab.sampling import HFSampler, SamplingError
+
+    tokenizer = build_tokenizer()
+    module = OnlineDPO(build_model(), judge=VerifierJudge(is_correct), max_new_tokens=3, temperature=0.7)
+    sampler = module.build_sampler(tokenizer, 8)
+    assert isinstance(sampler, HFSampler) and (sampler.max_new_tokens, sampler.temperature) == (3, 0.7)
+    with pytest.raises(ValueError, match="sampler must be one of hf, vllm, got 'vlm'"):
+        OnlineDPO(build_model(), judge=VerifierJudge(is_correct), sampler="vlm")
+    if not torch.cuda.is_available():  # vLLM's absence or a missing GPU: a message, not an import error
+        with pytest.raises(SamplingError):
+            OnlineDPO(
+                build_model(), judge=VerifierJudge(is_correct), sampler="vllm", sampler_kwargs={"model": "m"}
+            ).build_sampler(tokenizer, 8)

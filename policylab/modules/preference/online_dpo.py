@@ -58,6 +58,7 @@ from policylab.losses.pairwise import PairStats
 from policylab.modules.preference.lm import LanguageModelModule
 from policylab.modules.preference.objective import PairwiseObjective
 from policylab.nn.sequence import model_completion_log_probs
+from policylab.sampling import BACKENDS
 
 REFERENCE_UPDATES = ("fixed", "previous_iterate", "ema")
 _ROW_KEYS = ("input_ids", "attention_mask", "completion_mask")
@@ -82,6 +83,8 @@ class OnlineDPO(LanguageModelModule):
         generate_every_n_steps: steps per iteration (1: fresh samples every step, as OAIF).
         max_new_tokens, temperature, top_p, top_k, stop_strings, generation_batch_size: sampling
             (TRL's online DPO defaults: 64 tokens, temperature 0.9).
+        sampler, sampler_kwargs: the backend, ``hf`` (default) or ``vllm`` (GPU), and its extra
+            arguments (see :meth:`build_sampler`).
         reference_update: ``fixed``, ``previous_iterate`` or ``ema``; ``ref_alpha`` (0.6) and
             ``ref_update_every`` (512 steps) are TR-DPO's / TRL's.
         num_sample_texts: sample texts written to TensorBoard per iteration.
@@ -108,6 +111,8 @@ class OnlineDPO(LanguageModelModule):
         top_k: int = 0,
         stop_strings: list[str] | None = None,
         generation_batch_size: int = 64,
+        sampler: str = "hf",
+        sampler_kwargs: dict[str, Any] | None = None,
         reference_update: str = "fixed",
         ref_alpha: float = 0.6,
         ref_update_every: int = 512,
@@ -124,6 +129,8 @@ class OnlineDPO(LanguageModelModule):
             raise ValueError(
                 f"reference_update must be one of {', '.join(REFERENCE_UPDATES)}, got {reference_update!r}"
             )
+        if sampler not in BACKENDS:
+            raise ValueError(f"sampler must be one of {', '.join(BACKENDS)}, got {sampler!r}")
         if num_generations < 2:
             raise ValueError(f"num_generations must be >= 2 (a pair needs two completions), got {num_generations}")
         if generate_every_n_steps < 1 or ref_update_every < 1 or not 0.0 < ref_alpha <= 1.0:
@@ -144,6 +151,7 @@ class OnlineDPO(LanguageModelModule):
         if self.needs_reference and lora is None:
             self.reference = copy.deepcopy(self.policy).requires_grad_(False).eval()
         self.judge = self.build_judge(judge)
+        self.sampler_backend = sampler
         self.sampler = None  # built at fit start from the datamodule's tokenizer
 
     # ----------------------------------------------------------------- parts
@@ -157,12 +165,14 @@ class OnlineDPO(LanguageModelModule):
         return judge
 
     def build_sampler(self, tokenizer, max_prompt_length: int | None):
-        """The sampler of the module's generation settings (:class:`policylab.sampling.HFSampler`)."""
-        from policylab.sampling import HFSampler
+        """The sampler of the module's generation settings: :class:`policylab.sampling.HFSampler`
+        (``sampler: hf``) or :class:`policylab.sampling.VLLMSampler` (``sampler: vllm``, GPU; it
+        loads ``sampler_kwargs["model"]``, by default the ``model`` path, and the policy's weights
+        are synced into it at every sampling); ``sampler_kwargs`` go to its constructor."""
+        from policylab.sampling import make_sampler
 
         h = self.hparams
-        return HFSampler(
-            tokenizer,
+        settings = dict(
             max_new_tokens=h.max_new_tokens,
             temperature=h.temperature,
             top_p=h.top_p,
@@ -171,6 +181,12 @@ class OnlineDPO(LanguageModelModule):
             batch_size=h.generation_batch_size,
             max_prompt_length=max_prompt_length,
         )
+        settings.update(h.sampler_kwargs or {})
+        if self.sampler_backend == "vllm" and "model" not in settings:
+            if not isinstance(h.get("model"), str):
+                raise ValueError("sampler: vllm loads its copy of the policy from a path: set sampler_kwargs.model")
+            settings["model"] = h.model
+        return make_sampler(self.sampler_backend, tokenizer, **settings)
 
     def online_data(self):
         data = self.trainer.datamodule
