@@ -253,14 +253,14 @@ class Seen(VerifierJudge):
 class Report(Callback):
     def on_train_end(self, trainer, module):
         dm = trainer.datamodule
-        print("REPORT " + json.dumps({
+        open(f"report_{trainer.global_rank}.json", "w").write(json.dumps({
             "rank": trainer.global_rank,
             "seen": sorted(set(module.judge.prompts)),
             "calls": module.judge.calls,
             "iteration_prompts": [dm.prompts[i] for i in dm.iteration_prompt_indices(dm.iteration)],
             "pairs": dm.pairs["prompt_index"].tolist(),
             "params": [p.detach().double().sum().item() for p in module.policy.parameters()],
-        }), flush=True)
+        }))
 
 if __name__ == "__main__":
     L.seed_everything(0)
@@ -297,11 +297,7 @@ def test_ddp_splits_prompts_gathers_pairs_and_keeps_ranks_identical(tmp_path):
         timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    reports = sorted(
-        (json.loads(line[len("REPORT ") :]) for line in result.stdout.splitlines() if line.startswith("REPORT ")),
-        key=lambda r: r["rank"],
-    )
-    assert [r["rank"] for r in reports] == [0, 1], result.stdout[-2000:]
+    reports = [json.loads((tmp_path / f"report_{rank}.json").read_text()) for rank in (0, 1)]
     first, second = reports
     assert first["calls"] == second["calls"] == 4 * 4  # one iteration: 4 of the 8 prompts x 4 samples each
     assert not set(first["seen"]) & set(second["seen"])
@@ -357,3 +353,23 @@ def test_the_sampler_backend_is_chosen_by_name():
             OnlineDPO(
                 build_model(), judge=VerifierJudge(is_correct), sampler="vllm", sampler_kwargs={"model": "m"}
             ).build_sampler(tokenizer, 8)
+
+
+def test_missing_eos_penalty_is_subtracted_from_unfinished_completions():
+    from policylab.sampling import Completions
+
+    rows = torch.zeros(4, 3, dtype=torch.long)
+    completions = Completions(
+        prompts=["1+1=", "1+2="],
+        prompt_index=torch.tensor([0, 0, 1, 1]),
+        input_ids=rows,
+        attention_mask=rows,
+        completion_mask=rows,
+        token_log_probs=rows.float(),
+        texts=["2", "2", "4", "3"],
+        finished=torch.tensor([True, False, False, True]),
+    )
+    plain = OnlineDPO(build_model(), judge=VerifierJudge(is_correct))
+    assert plain.score_completions(completions).tolist() == [1.0, 1.0, 0.0, 1.0]
+    penalized = OnlineDPO(build_model(), judge=VerifierJudge(is_correct), missing_eos_penalty=0.5)
+    assert penalized.score_completions(completions).tolist() == [1.0, 0.5, -0.5, 1.0]

@@ -269,6 +269,15 @@ class OnlineDPO(LanguageModelModule):
             )
         return scores.float().cpu()
 
+    def score_completions(self, completions) -> Tensor:
+        """The judge's score of every row of ``completions`` (``[N*K]``, CPU), minus
+        ``missing_eos_penalty`` where a row ended without EOS (TRL's rule), when it is set."""
+        prompts = [completions.prompts[i] for i in completions.prompt_index.tolist()]
+        scores = self._judge(prompts, list(completions.texts))
+        if self.hparams.missing_eos_penalty is not None:
+            scores = scores - self.hparams.missing_eos_penalty * (~completions.finished.bool().cpu()).float()
+        return scores
+
     def _gather(self, pairs: dict[str, Tensor]) -> dict[str, Tensor]:
         """Every rank's pairs, rank 0's first (rows padded to one width)."""
         world = self.trainer.world_size
@@ -309,9 +318,7 @@ class OnlineDPO(LanguageModelModule):
         k = h.num_generations
         texts = list(completions.texts)
         prompt_of_row = [prompts[i] for i in completions.prompt_index.tolist()]
-        scores = self._judge(prompt_of_row, texts)
-        if h.missing_eos_penalty is not None:
-            scores = scores - h.missing_eos_penalty * (~completions.finished.bool().cpu()).float()
+        scores = self.score_completions(completions)
         ids, attention, completion = right_padded(
             completions.input_ids,
             completions.attention_mask.long(),
