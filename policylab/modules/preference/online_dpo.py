@@ -38,6 +38,13 @@ the same pairs, and the next iteration samples the same prompts with the same se
 uninterrupted run would. Reference rules: ``fixed`` (the starting model), ``previous_iterate``,
 ``ema`` (TR-DPO, Gorbatovski et al. 2024: ``ref <- alpha * policy + (1 - alpha) * ref`` every
 ``ref_update_every`` optimizer steps).
+
+Why generation sits in ``training_step`` and not in the dataloader or a callback: Lightning
+fetches the next batch before the current step runs, so samples drawn by a dataloader would come
+from the weights of a step earlier, and a resumed run could not tell how far the prefetch had
+gone; the module holds the sampler, judge and reference anyway, and the online methods built on
+it (SPPO, Nash-MD, ...) override :meth:`OnlineDPO.run_iteration` or the step, not the storage.
+The datamodule's loader yields empty ticks; the data lives in the datamodule's state.
 """
 
 from __future__ import annotations
