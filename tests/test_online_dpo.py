@@ -373,3 +373,25 @@ def test_missing_eos_penalty_is_subtracted_from_unfinished_completions():
     assert plain.score_completions(completions).tolist() == [1.0, 1.0, 0.0, 1.0]
     penalized = OnlineDPO(build_model(), judge=VerifierJudge(is_correct), missing_eos_penalty=0.5)
     assert penalized.score_completions(completions).tolist() == [1.0, 0.5, -0.5, 1.0]
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        dict(loss_type="ipo", reference_update="ema", ref_update_every=2, pair_rule="all_pairs"),
+        dict(loss_type="simpo", beta=2.0, pair_rule="random_pair", num_generations=2),  # no reference
+    ],
+    ids=["ipo-ema-all_pairs", "simpo-random_pair"],
+)
+def test_other_losses_and_reference_rules_train(addition, settings):
+    folder, tokenizer, policy, _ = addition
+    L.seed_everything(0)
+    module, dm = _online(folder, tokenizer, policy, **settings)
+    start = copy.deepcopy(module.reference.state_dict()) if module.reference is not None else None
+    trainer = L.Trainer(max_steps=4, enable_checkpointing=False, log_every_n_steps=1, **QUIET)
+    trainer.fit(module, dm)
+    assert torch.isfinite(trainer.callback_metrics["train/loss"])
+    metrics = module.last_iteration_metrics
+    assert metrics["online/pairs"] > 0 and ("online/kl" in metrics) == (start is not None)
+    if start is not None:  # ema moved the reference toward the policy
+        assert any(not torch.equal(start[k], v) for k, v in module.reference.state_dict().items())
