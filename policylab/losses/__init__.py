@@ -12,6 +12,7 @@ from policylab.losses.diffusion import (
 )
 from policylab.losses.iql import awr_actor_loss, awr_weights, expectile_loss, iql_q_target
 from policylab.losses.pairwise import PAIRWISE_LOSSES, PairStats, PairwiseLoss, get_pairwise_loss
+from policylab.losses.prdc import dataset_constraint_key, dataset_constraint_loss, prdc_actor_loss
 from policylab.losses.preference import (
     apo_zero_loss,
     bco_pair_loss,
@@ -62,6 +63,8 @@ __all__ = [
     "bco_pair_loss",
     "bradley_terry_loss",
     "clipped_double_q_target",
+    "dataset_constraint_key",
+    "dataset_constraint_loss",
     "denoising_error",
     "diffusion_dpo_loss",
     "diffusion_dpo_margin",
@@ -80,6 +83,7 @@ __all__ = [
     "iql_q_target",
     "log_ratios",
     "nca_loss",
+    "prdc_actor_loss",
     "pseudo_huber",
     "q_scale",
     "robust_dpo_loss",

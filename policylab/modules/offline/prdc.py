@@ -1,0 +1,190 @@
+"""PRDC: Ran, Li, Zhang, Zhang, Yu, "Policy Regularization with Dataset Constraint for Offline
+Reinforcement Learning", ICML 2023 (https://arxiv.org/abs/2306.06569; authors' code LAMDA-RL/PRDC).
+
+TD3+BC whose behaviour-cloning target is not the batch's own action: for each state ``s`` the
+policy's ``pi(s)`` is pulled towards the action of the dataset pair nearest to
+``(beta s) (+) pi(s)`` in the joint (normalized state, action) space, searched over the whole
+dataset (exact, k = 1), so the policy may pick actions the data shows in *nearby* states.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from policylab.datamodules.transitions import TransitionBatch
+from policylab.losses.prdc import dataset_constraint_key, prdc_actor_loss
+from policylab.losses.td3 import ensemble_mse_loss, td3_critic_target
+from policylab.modules.base import RLModule, adam, no_param_grads
+from policylab.nn import DeterministicActor, EnsembleCritic, frozen_copy, polyak_update
+from policylab.nn.neighbors import ExactNeighbors, KDTreeNeighbors, NeighborSearchKind, neighbor_search, scipy_available
+
+
+class PRDC(RLModule):
+    """PRDC with the authors' defaults (``LAMDA-RL/PRDC``: ``prdc.py``, ``utils/config.py``,
+    README): TD3 (lr 3e-4, tau 0.005, discount 0.99, target noise 0.2 clipped at 0.5, both in
+    units of ``max_action``, actor every 2 steps, 256-256 actor and twin critics), ``alpha 2.5``
+    (HalfCheetah: 40), ``beta 2``, one neighbour. Observations are standardized by the
+    datamodule (mean, ``std + 1e-3``) before the keys are built, as the authors do.
+
+    The key set ``(beta s^) (+) a^`` is built once from the datamodule's offline rows when
+    ``fit`` sets up (or by :meth:`set_dataset`); it is not saved in checkpoints.
+
+    ``neighbor_search``: ``"kdtree"`` (the authors' scipy KD-tree, on the CPU: every actor step
+    copies the keys to the host and waits for them, and ``cuda_graph=True`` is refused) or
+    ``"exact"`` (chunked ``torch.cdist`` on the training device, no host sync). Both return the
+    same neighbour (:mod:`policylab.nn.neighbors`); ``neighbor_chunk_size`` and
+    ``neighbor_candidates`` tune the exact search.
+    """
+
+    counted_optimizer = "critic"
+    compiled_losses = ("critic_loss",)
+
+    def __init__(
+        self,
+        obs_dim: int,
+        action_dim: int,
+        max_action: float = 1.0,
+        alpha: float = 2.5,
+        beta: float = 2.0,
+        neighbor_search: NeighborSearchKind = "kdtree",
+        neighbor_chunk_size: int = 65536,
+        neighbor_candidates: int = 8,
+        discount: float = 0.99,
+        tau: float = 0.005,
+        policy_noise: float = 0.2,
+        noise_clip: float = 0.5,
+        policy_freq: int = 2,
+        actor_lr: float = 3e-4,
+        critic_lr: float = 3e-4,
+        actor_hidden_dims: Sequence[int] = (256, 256),
+        critic_hidden_dims: Sequence[int] = (256, 256),
+        compile: bool = False,
+        compile_mode: str | None = None,
+        cuda_graph: bool = False,
+    ) -> None:
+        if neighbor_search not in ("kdtree", "exact"):
+            raise ValueError(f"PRDC: neighbor_search must be 'kdtree' or 'exact', got {neighbor_search!r}")
+        if neighbor_search == "kdtree" and cuda_graph:
+            raise ValueError(
+                "PRDC: the KD-tree search runs on the host and cannot be part of a CUDA graph; "
+                "use neighbor_search='exact' (same neighbours, on the device) with cuda_graph=True"
+            )
+        if neighbor_search == "kdtree" and not scipy_available():
+            raise ImportError(
+                "PRDC: neighbor_search='kdtree' needs scipy (pip install scipy); "
+                "neighbor_search='exact' finds the same neighbours without it"
+            )
+        super().__init__(obs_dim, max_action, policy_freq, compile, compile_mode, cuda_graph)
+        self.actor = DeterministicActor(obs_dim, action_dim, max_action, actor_hidden_dims)
+        self.critic = EnsembleCritic(obs_dim, action_dim, critic_hidden_dims, num_critics=2)
+        self.actor_target = frozen_copy(self.actor)
+        self.critic_target = frozen_copy(self.critic)
+        self.action_dim = action_dim
+        # The dataset (not a buffer: DDP would broadcast it, checkpoints would hold it).
+        self._index: KDTreeNeighbors | ExactNeighbors | None = None
+        self._keys: Tensor | None = None  # [N, obs_dim + action_dim] on the training device
+
+    # ----------------------------------------------------------------- the dataset constraint's key set
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        if stage == "fit":
+            buffer = getattr(self.trainer.datamodule, "buffer", None)
+            if buffer is None or not hasattr(buffer, "initial_size"):
+                raise TypeError("PRDC needs a datamodule with a transition buffer (an offline dataset) to search")
+            offline = buffer.all()
+            n = buffer.initial_size
+            self.set_dataset(offline.obs[:n], offline.action[:n])
+
+    def set_dataset(self, obs: Tensor, action: Tensor) -> None:
+        """Build the search over ``(beta s^) (+) a^`` for the dataset's (normalized) states and
+        actions: every transition, as the authors' ``np.hstack([beta * states, actions])``."""
+        obs, action = torch.as_tensor(obs).float(), torch.as_tensor(action).float()
+        if obs.ndim != 2 or action.ndim != 2 or obs.shape[0] != action.shape[0] or obs.shape[0] == 0:
+            raise ValueError(
+                f"PRDC.set_dataset needs [N, obs_dim] states and [N, action_dim] actions, "
+                f"got {tuple(obs.shape)} and {tuple(action.shape)}"
+            )
+        hp = self.hparams
+        keys = dataset_constraint_key(obs.detach().cpu(), action.detach().cpu(), hp.beta)
+        self._index = neighbor_search(hp.neighbor_search, keys, hp.neighbor_chunk_size, hp.neighbor_candidates)
+        self._keys = self._index.keys
+
+    def nearest_dataset_action(self, obs: Tensor, action: Tensor) -> tuple[Tensor, Tensor]:
+        """The action ``a^`` of the dataset pair nearest to ``(beta s) (+) a`` (no gradient) and the
+        distance to that pair ``d_beta(s, a)``, ``[B]``."""
+        if self._index is None:
+            raise RuntimeError(
+                "PRDC has no dataset to search: fit it with an offline datamodule or call set_dataset(obs, action)"
+            )
+        device = action.device
+        if self._keys.device != device:  # once: the key set follows the training device
+            self._index.to(device)
+            self._keys = self._index.keys if self._index.keys.device == device else self._keys.to(device)
+        key = dataset_constraint_key(obs, action, self.hparams.beta).detach()
+        neighbor = self._keys[self._index.query(key)]
+        return neighbor[:, -self.action_dim :], (neighbor - key).norm(dim=1)
+
+    # ----------------------------------------------------------------- acting and optimizers
+    def named_optimizers(self):
+        hp = self.hparams
+        return {
+            "critic": adam(self.critic.parameters(), hp.critic_lr),
+            "actor": adam(self.actor.parameters(), hp.actor_lr),
+        }
+
+    def policy_action(self, obs: Tensor) -> Tensor:
+        return self.actor(obs)
+
+    # ----------------------------------------------------------------- losses
+    def critic_loss(self, batch: TransitionBatch) -> tuple[Tensor, Tensor]:
+        """TD3's clipped double-Q loss on both critic heads; returns (loss, Q(s, a) ``[2, B]``)."""
+        hp = self.hparams
+        target, _ = td3_critic_target(
+            self.actor_target, self.critic_target, batch, hp.discount, hp.policy_noise, hp.noise_clip, self.max_action
+        )
+        q = self.critic(batch.obs, batch.action)
+        return ensemble_mse_loss(q, target), q
+
+    def actor_loss(self, batch: TransitionBatch) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """PRDC's actor loss; returns (loss, lambda, dataset-constraint term, ``d_beta(s, pi(s))``)."""
+        pi = self.actor(batch.obs)
+        with no_param_grads(self.critic):
+            q_pi = self.critic(batch.obs, pi, members=1)[0]
+        neighbor_action, distance = self.nearest_dataset_action(batch.obs, pi)
+        loss, lam, constraint = prdc_actor_loss(q_pi, pi, neighbor_action, self.hparams.alpha)
+        return loss, lam, constraint, distance.mean()
+
+    # ----------------------------------------------------------------- one training step
+    def update(self, batch: TransitionBatch, update_actor: bool, log: bool) -> dict[str, Tensor]:
+        critic_loss, q = self.critic_loss(batch)
+        self.step("critic", critic_loss)
+        metrics = {"train/critic_loss": critic_loss, "train/q_mean": q.detach().mean()} if log else {}
+        if update_actor:
+            actor_loss, lam, constraint, distance = self.actor_loss(batch)
+            self.step("actor", actor_loss)
+            polyak_update(self.critic_target, self.critic, self.hparams.tau)
+            polyak_update(self.actor_target, self.actor, self.hparams.tau)
+            if log:
+                metrics.update(
+                    {
+                        "train/actor_loss": actor_loss,
+                        "train/lambda": lam,
+                        "train/dc_loss": constraint,
+                        "train/neighbor_distance": distance,
+                    }
+                )
+        return metrics
+
+    def diagnostics(self, batch: TransitionBatch) -> dict[str, Tensor]:
+        """TD error, Q of the dataset's and of the policy's actions, action MSE, and the policy's
+        distance to the dataset ``d_beta(s, pi(s))`` when the key set is built."""
+        critic_loss, q = self.critic_loss(batch)
+        pi = self.actor(batch.obs)
+        q_policy = self.critic(batch.obs, pi, members=1)
+        out = {**super().diagnostics(batch), "td_loss": critic_loss, "q_data": q.mean(), "q_policy": q_policy.mean()}
+        if self._index is not None:
+            out["neighbor_distance"] = self.nearest_dataset_action(batch.obs, pi)[1].mean()
+        return out
