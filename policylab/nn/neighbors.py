@@ -4,20 +4,23 @@ Two searches return the same neighbour for every query: the index of the key at 
 Euclidean distance, distances compared in float64, ties broken towards the smallest index.
 
 - :class:`KDTreeNeighbors`: ``scipy.spatial.cKDTree`` on the CPU, as PRDC's authors do (they
-  query ``scipy.spatial.KDTree`` every actor step). Each query copies the keys to the host and the
-  indices back, so a training step on a GPU waits for the host there.
-- :class:`ExactNeighbors`: brute force on the keys' device. Chunks of the key set go through
-  ``torch.cdist`` against the queries (a ``[B, chunk]`` distance matrix at a time); each chunk
+  query ``scipy.spatial.KDTree`` every actor step). Each query copies the queries to the host
+  and the indices back, so a training step on a GPU waits for the host there.
+- :class:`ExactNeighbors`: brute force on the keys' device. Chunks of the key set are compared
+  with the queries through one matrix product each (``torch.cdist``'s Euclidean expansion
+  without its constant ``|q|^2`` and square root: a ``[B, chunk]`` score matrix at a time); each chunk
   keeps its ``candidates`` closest keys, and the closest of all candidates is chosen by float64
-  distances. Device work only: no ``.item()``, no host copy, so it can run inside a CUDA graph.
+  distances. Device work only: no ``.item()``, no host copy, no shapes that depend on values.
 
-Why the float64 refinement: the chunked pass computes float32 distances through a matrix product
-(``|q|^2 + |k|^2 - 2 q.k``), whose rounding is about ``1e-7 * (|q|^2 + |k|^2)``; two keys at
+Why the float64 refinement: the chunked pass computes float32 scores through a matrix product
+(``|k|^2 - 2 q.k``), whose rounding is about ``1e-7 * (|q|^2 + |k|^2)``; two keys at
 distances closer than that may swap. Recomputing the distances of the candidates as
 ``sum (q - k)^2`` in float64 (exact differences of float32 numbers) settles them as the KD-tree
-does. The result can only differ from the KD-tree's when more than ``candidates`` keys lie
-within float32 rounding of the nearest distance (duplicated keys: then every one of them has
-the same key, hence the same action, so PRDC's regularization target is the same).
+does. The result can only differ from the KD-tree's when more than ``candidates`` keys of one
+chunk lie within float32 rounding of the nearest distance: in practice duplicated keys, which
+share their action, so PRDC's regularization target is the same. The products run in full
+float32 even where ``torch.set_float32_matmul_precision`` allows TF32 (whose ``1e-3`` rounding
+would need many more candidates).
 """
 
 from __future__ import annotations
@@ -114,7 +117,7 @@ class ExactNeighbors:
 
     Args:
         keys: ``[N, D]`` key set, kept as float32 on the device :meth:`to` moves it to.
-        chunk_size: keys per ``torch.cdist`` call; the distance matrix of one call is
+        chunk_size: keys per matrix product; the score matrix of one product is
             ``[B, chunk_size]`` float32 (256 x 65536 is 64 MB).
         candidates: closest keys kept per chunk by the float32 pass before the float64 choice.
     """
@@ -123,13 +126,14 @@ class ExactNeighbors:
         if chunk_size < 1 or candidates < 1:
             raise ValueError(f"chunk_size and candidates must be positive, got {chunk_size} and {candidates}")
         self.keys = _as_keys(keys)
+        self.squared_norms = self.keys.square().sum(1)
         self.chunk_size, self.candidates = int(chunk_size), int(candidates)
 
     def __len__(self) -> int:
         return self.keys.shape[0]
 
     def to(self, device: torch.device | str) -> ExactNeighbors:
-        self.keys = self.keys.to(device)
+        self.keys, self.squared_norms = self.keys.to(device), self.squared_norms.to(device)
         return self
 
     def query(self, queries: Tensor) -> Tensor:
@@ -142,9 +146,10 @@ class ExactNeighbors:
         with _full_float32_matmul():
             for start in range(0, len(self), self.chunk_size):
                 chunk = self.keys[start : start + self.chunk_size]
-                distance = torch.cdist(q, chunk, compute_mode="use_mm_for_euclid_dist")
+                # |q - k|^2 - |q|^2 = |k|^2 - 2 q.k ranks the keys of a query as the distance does
+                score = torch.addmm(self.squared_norms[start : start + self.chunk_size], q, chunk.T, alpha=-2)
                 m = min(self.candidates, chunk.shape[0])
-                closest = distance.topk(m, dim=1, largest=False).indices
+                closest = score.topk(m, dim=1, largest=False).indices
                 found.append(closest + start)
         candidates = torch.cat(found, dim=1)  # [B, chunks * m], distinct key indices
         exact = (self.keys[candidates].double() - q.double().unsqueeze(1)).square().sum(-1)

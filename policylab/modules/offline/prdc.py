@@ -34,7 +34,7 @@ class PRDC(RLModule):
 
     ``neighbor_search``: ``"kdtree"`` (the authors' scipy KD-tree, on the CPU: every actor step
     copies the keys to the host and waits for them, and ``cuda_graph=True`` is refused) or
-    ``"exact"`` (chunked ``torch.cdist`` on the training device, no host sync). Both return the
+    ``"exact"`` (chunked brute force on the training device, no host sync). Both return the
     same neighbour (:mod:`policylab.nn.neighbors`); ``neighbor_chunk_size`` and
     ``neighbor_candidates`` tune the exact search.
     """
