@@ -173,3 +173,14 @@ def test_a_missing_model_folder_is_named_with_what_writes_it(tmp_path, monkeypat
         DPO("runs/sft_arithmetic/version_0/hf_model")
     with pytest.raises(FileNotFoundError, match=r"model folder not found: \./modle"):
         DPO("./modle")
+
+
+@pytest.mark.parametrize("loss_type", sorted(PAIRWISE_LOSSES))
+def test_the_objective_pickles_for_spawned_processes(loss_type):
+    """``ddp_spawn`` pickles the module: the objective holds the loss's name, not its (lambda) entry."""
+    import pickle
+
+    from policylab.modules.preference.objective import PairwiseObjective
+
+    copy = pickle.loads(pickle.dumps(PairwiseObjective(loss_type)))
+    assert copy.entry is PAIRWISE_LOSSES[loss_type] and copy.hyperparameters == PAIRWISE_LOSSES[loss_type].resolve(None)

@@ -21,10 +21,15 @@ class PairwiseObjective(nn.Module):
     def __init__(self, loss_type: str, loss_kwargs: Mapping[str, Any] | None = None) -> None:
         super().__init__()
         self.loss_type = loss_type
-        self.entry = get_pairwise_loss(loss_type)
         self.hyperparameters = self.entry.resolve(loss_kwargs)
         for name, value in self.entry.initial_state().items():
             self.register_buffer(name, value)
+
+    @property
+    def entry(self):
+        """The registry entry (looked up by name, not stored: entries hold lambdas, and a module
+        sent to ``ddp_spawn`` processes must pickle)."""
+        return get_pairwise_loss(self.loss_type)
 
     @property
     def needs_reference(self) -> bool:
