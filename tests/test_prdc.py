@@ -183,17 +183,22 @@ def test_prdc_critic_loss_falls_and_actor_imitates(toy_npz):
     )
     fixed = dm.buffer.sample(2048, torch.Generator().manual_seed(0))
     expert = torch.as_tensor(_expert(fixed.obs.numpy()))
+    data = dm.buffer.all()
+    model.set_dataset(data.obs, data.action)  # fit builds the same key set again at setup
 
     def measure():
         with torch.no_grad():
-            return model.critic_loss(fixed)[0].item(), (model.actor(fixed.obs) - expert).pow(2).mean().item()
+            pi = model.actor(fixed.obs)
+            distance = model.nearest_dataset_action(fixed.obs, pi)[1].mean().item()
+            return model.critic_loss(fixed)[0].item(), (pi - expert).pow(2).mean().item(), distance
 
-    critic_before, imitation_before = measure()
+    critic_before, imitation_before, distance_before = measure()
     _trainer(max_steps=1500).fit(model, datamodule=dm)
-    critic_after, imitation_after = measure()
+    critic_after, imitation_after, distance_after = measure()
     assert model.global_step == 1500
     assert critic_after < 0.5 * critic_before, (critic_before, critic_after)
     assert imitation_after < 0.1 * imitation_before and imitation_after < 0.02, (imitation_before, imitation_after)
-    # the policy's state-action pairs stay close to the data (d_beta small compared with the keys' spread)
+    # the policy's state-action pairs moved onto the data: d_beta(s, pi(s)) shrank
+    assert distance_after < 0.5 * distance_before, (distance_before, distance_after)
     (val,) = _trainer(max_steps=1).validate(model, datamodule=dm, verbose=False)
-    assert val["val/neighbor_distance"] < 0.5, val
+    assert val["val/neighbor_distance"] == pytest.approx(distance_after, rel=0.5), val

@@ -98,6 +98,15 @@ class PRDC(RLModule):
             n = buffer.initial_size
             self.set_dataset(offline.obs[:n], offline.action[:n])
 
+    def on_train_start(self) -> None:
+        super().on_train_start()
+        if self._index is not None:  # the key set moves to the training device before any step (or graph)
+            self._place_keys(self.device)
+
+    def _place_keys(self, device: torch.device) -> None:
+        self._index.to(device)
+        self._keys = self._index.keys if self._index.keys.device == device else self._keys.to(device)
+
     def set_dataset(self, obs: Tensor, action: Tensor) -> None:
         """Build the search over ``(beta s^) (+) a^`` for the dataset's (normalized) states and
         actions: every transition, as the authors' ``np.hstack([beta * states, actions])``."""
@@ -120,9 +129,8 @@ class PRDC(RLModule):
                 "PRDC has no dataset to search: fit it with an offline datamodule or call set_dataset(obs, action)"
             )
         device = action.device
-        if self._keys.device != device:  # once: the key set follows the training device
-            self._index.to(device)
-            self._keys = self._index.keys if self._index.keys.device == device else self._keys.to(device)
+        if self._keys.device != device:  # outside fit (validate, test, a direct call)
+            self._place_keys(device)
         key = dataset_constraint_key(obs, action, self.hparams.beta).detach()
         neighbor = self._keys[self._index.query(key)]
         return neighbor[:, -self.action_dim :], (neighbor - key).norm(dim=1)
