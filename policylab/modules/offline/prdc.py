@@ -32,11 +32,16 @@ class PRDC(RLModule):
     The key set ``(beta s^) (+) a^`` is built once from the datamodule's offline rows when
     ``fit`` sets up (or by :meth:`set_dataset`); it is not saved in checkpoints.
 
-    ``neighbor_search``: ``"kdtree"`` (the authors' scipy KD-tree, on the CPU: every actor step
-    copies the keys to the host and waits for them, and ``cuda_graph=True`` is refused) or
-    ``"exact"`` (chunked brute force on the training device, no host sync). Both return the
-    same neighbour (:mod:`policylab.nn.neighbors`); ``neighbor_chunk_size`` and
-    ``neighbor_candidates`` tune the exact search.
+    ``neighbor_search``: ``"kdtree"`` (the authors' scipy KD-tree, on the CPU: on a GPU every
+    actor step copies the query keys to the host and waits for the indices, and
+    ``cuda_graph=True`` is refused) or ``"exact"`` (chunked brute force on the training device,
+    no host sync). Both return the same neighbour (:mod:`policylab.nn.neighbors`);
+    ``neighbor_chunk_size`` and ``neighbor_candidates`` tune the exact search. On a CPU the
+    KD-tree is the faster one (``benchmarks/neighbor_search.py``).
+
+    Not carried over from the authors' code: their argparse default ``beta = 1.0`` (their README
+    and class default use 2) and ``k > 1`` (their ``query(k=[k])`` returns only the k-th
+    neighbour; every published run uses ``k = 1``).
     """
 
     counted_optimizer = "critic"
