@@ -1,0 +1,418 @@
+"""Sweeps: methods x datasets x seeds through ``python cli.py fit``, resumable, with one table and
+learning curves at the end.
+
+    python -m policylab.sweep --configs configs/td3bc_hopper.yaml configs/iql_hopper.yaml \\
+        --datasets hopper-medium-replay-v5 --seeds 0 1 2 --max-steps 100000 --out sweeps/hopper \\
+        [--set evaluation.every_n_steps=5000 ...] [--parallel 2] [--cluster slurm --partition gpu]
+
+Each run is ``python cli.py fit --config C --data.init_args.dataset D --seed_everything S
+--trainer.max_steps N`` (plus the ``--set`` values) logging to
+``<out>/runs/<config stem>/<dataset>/seed<S>/`` (TensorBoard events, ``checkpoints/last.ckpt``,
+``run.log``). A rerun of the same command skips the runs that finished (``finished.json``, written
+when ``last.ckpt`` reached ``max_steps``) and resumes the others from ``last.ckpt``
+(``--ckpt_path last``); a larger ``--max-steps`` continues finished runs. At the end it writes
+``<out>/table.md`` and ``table.csv`` (per method and dataset: seeds, last score, mean of the last 3
+evaluations, max, each as mean ± std over seeds, of ``eval/normalized_score``), ``scores.csv``
+(every evaluation of every run) and ``curves-<dataset>.png`` (mean and min-max over seeds).
+
+Engine. On one machine (default, ``--cluster none``) runs are children of this process,
+``--parallel`` at a time, forked after policylab is imported once (no 5-8 s of imports per run);
+on Linux they die with the sweep (``PR_SET_PDEATHSIG``), so a killed sweep leaves no orphan
+writing into a run folder. On a cluster the same command with ``--cluster slurm`` submits each
+run as a SLURM job through submitit (``pip install 'policylab[sweep]'``); ``--cluster local`` uses
+submitit's local executor (the same job path, without SLURM). submitit rather than Ray Tune: a
+sweep here is a fixed grid of independent, self-checkpointing runs, so no scheduler, search
+algorithm, trial actor or object store is needed; submitit is one small pure-Python package that
+submits a Python function to SLURM (or runs it locally) with nothing to start on the cluster,
+while Ray needs a running Ray cluster, pulls in a large dependency tree, and would wrap runs that
+already checkpoint and resume themselves. Every run, in any engine, holds a lock on its folder
+(``run.lock``), so two sweeps never train the same run at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import fcntl
+import json
+import math
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+FINISHED = "finished.json"
+TAG = "eval/normalized_score"
+
+
+@dataclass(frozen=True)
+class Run:
+    config: Path
+    dataset: str
+    seed: int
+
+    @property
+    def method(self) -> str:
+        return self.config.stem
+
+    @property
+    def data_label(self) -> str:
+        """A dataset id as given (``hopper-medium-replay-v5``), a file by its stem."""
+        return Path(self.dataset).stem if ("/" in self.dataset and Path(self.dataset).suffix) else self.dataset
+
+    def folder(self, out: Path) -> Path:
+        return out / "runs" / self.method / self.data_label.replace("/", "_") / f"seed{self.seed}"
+
+
+def cli_args(run: Run, out: Path, max_steps: int, sets: list[str], resume: bool) -> list[str]:
+    """The ``python cli.py`` arguments of ``run`` (after ``cli.py``)."""
+    folder = run.folder(out)
+    args = [
+        "fit",
+        "--config",
+        str(run.config),
+        "--data.init_args.dataset",
+        run.dataset,
+        "--seed_everything",
+        str(run.seed),
+        "--trainer.max_steps",
+        str(max_steps),
+        "--trainer.logger.init_args.save_dir",
+        str(folder.parents[1]),
+        "--trainer.logger.init_args.name",
+        folder.parent.name,
+        "--trainer.logger.init_args.version",
+        folder.name,
+        "--trainer.enable_progress_bar",
+        "false",
+    ]
+    for item in sets:
+        key, _, value = item.partition("=")
+        args += [f"--{key.removeprefix('--')}", value]
+    return args + (["--ckpt_path", "last"] if resume else [])
+
+
+def checkpoint_step(folder: Path) -> int:
+    """Global step of ``checkpoints/last.ckpt`` (weights-only), 0 without one."""
+    path = folder / "checkpoints" / "last.ckpt"
+    if not path.is_file():
+        return 0
+    import torch
+
+    return int(torch.load(path, map_location="cpu", weights_only=True).get("global_step", 0))
+
+
+def finished_steps(folder: Path) -> int:
+    try:
+        return int(json.loads((folder / FINISHED).read_text())["max_steps"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0
+
+
+def run_one(folder: str, args: list[str], max_steps: int, threads: int = 1) -> int:
+    """Train one run in this process (a forked child or a submitit job): lock its folder, run the
+    CLI, and mark it finished when ``last.ckpt`` reached ``max_steps``. Returns the exit status."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / "run.lock", "w") as lock:
+        for _ in range(600):  # a run killed with its sweep releases the lock when it ends
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                time.sleep(0.1)
+        else:
+            print(f"error: {folder} is being trained by another process (run.lock is held)", file=sys.stderr)
+            return 75
+        import torch
+
+        from policylab.cli import main
+
+        torch.set_num_threads(threads)
+        code = 0
+        try:
+            main(args)
+        except SystemExit as exit:
+            code = exit.code if isinstance(exit.code, int) else (0 if exit.code is None else 1)
+            if not isinstance(exit.code, (int, type(None))):
+                print(exit.code, file=sys.stderr)
+        if code == 0:
+            step = checkpoint_step(folder)
+            if step < max_steps:
+                print(f"error: {folder} ended at step {step}, before max_steps {max_steps}", file=sys.stderr)
+                return 1
+            (folder / FINISHED).write_text(json.dumps({"max_steps": max_steps, "step": step}) + "\n")
+        return code
+
+
+def _die_with_parent() -> None:
+    """Linux: this process gets SIGKILL when its parent dies."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def _fork_run(folder: Path, args: list[str], max_steps: int, threads: int) -> int:
+    """Fork a child that runs :func:`run_one` with its output in ``run.log``; returns its pid."""
+    parent = os.getpid()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid:
+        return pid
+    code = 1
+    try:
+        _die_with_parent()
+        if os.getppid() != parent:
+            os._exit(1)
+        folder.mkdir(parents=True, exist_ok=True)
+        log = os.open(folder / "run.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        os.dup2(log, 1)
+        os.dup2(log, 2)
+        os.close(log)
+        import random
+
+        random.seed()
+        code = run_one(str(folder), args, max_steps, threads)
+    except BaseException:  # noqa: BLE001 - the child reports and leaves with a status
+        import traceback
+
+        traceback.print_exc()
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
+def plan(runs: list[Run], out: Path, max_steps: int) -> tuple[list[Run], list[tuple[Run, int]]]:
+    """(finished runs, [(run to train, step it starts from)])."""
+    done, todo = [], []
+    for run in runs:
+        folder = run.folder(out)
+        if finished_steps(folder) >= max_steps:
+            done.append(run)
+            continue
+        step = checkpoint_step(folder)
+        if step >= max_steps:  # killed after its last checkpoint, before the mark
+            (folder / FINISHED).write_text(json.dumps({"max_steps": max_steps, "step": step}) + "\n")
+            done.append(run)
+        else:
+            todo.append((run, step))
+    return done, todo
+
+
+def run_local(todo: list[tuple[Run, int]], out: Path, max_steps: int, sets: list[str], parallel: int, threads: int):
+    import policylab.cli  # noqa: F401 - imported once here, before forking
+
+    failed, running, queue = [], {}, list(todo)
+    while queue or running:
+        while queue and len(running) < parallel:
+            run, step = queue.pop(0)
+            folder = run.folder(out)
+            args = cli_args(run, out, max_steps, sets, resume=step > 0)
+            print(f"{'resume' if step else 'start '} {folder} (from step {step})", flush=True)
+            running[_fork_run(folder, args, max_steps, threads)] = run
+        pid, status = os.wait()
+        run = running.pop(pid, None)
+        if run is not None:
+            code = os.waitstatus_to_exitcode(status)
+            print(f"{'done  ' if code == 0 else 'FAILED'} {run.folder(out)} (exit {code})", flush=True)
+            if code != 0:
+                failed.append(run)
+    return failed
+
+
+def run_submitit(todo, out: Path, max_steps: int, sets: list[str], options: argparse.Namespace):
+    try:
+        import submitit
+    except ImportError:
+        sys.exit(
+            f"error: --cluster {options.cluster} needs submitit: pip install 'policylab[sweep]' "
+            "(or run on this machine with --cluster none)"
+        )
+    executor = submitit.AutoExecutor(folder=out / "submitit", cluster=None if options.cluster == "slurm" else "local")
+    params = {"timeout_min": options.timeout_min, "cpus_per_task": options.cpus_per_task, "name": out.name}
+    if options.gpus_per_node:
+        params["gpus_per_node"] = options.gpus_per_node
+    if options.cluster == "slurm":
+        params["slurm_array_parallelism"] = options.parallel
+        if options.partition:
+            params["slurm_partition"] = options.partition
+    executor.update_parameters(**params)
+    jobs = []
+    with executor.batch():
+        for run, step in todo:
+            args = cli_args(run, out, max_steps, sets, resume=step > 0)
+            jobs.append((run, executor.submit(run_one, str(run.folder(out)), args, max_steps, options.threads)))
+    for run, job in jobs:
+        print(f"submitted {run.folder(out)} as job {job.job_id}", flush=True)
+    failed = []
+    for run, job in jobs:
+        try:
+            code = job.result()
+        except Exception as err:  # noqa: BLE001 - submitit's job failures: reported, the sweep goes on
+            code = f"{type(err).__name__}: {str(err).splitlines()[-1] if str(err) else ''}"
+        print(f"{'done  ' if code == 0 else 'FAILED'} {run.folder(out)} ({code})", flush=True)
+        if code != 0:
+            failed.append(run)
+    return failed
+
+
+# ---------------------------------------------------------------------------------------- results
+def scores_of_run(folder: Path, tag: str = TAG) -> dict[int, float]:
+    """``{step: value}`` of ``tag`` over the run's event files (a resumed run's later file wins)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out: dict[int, float] = {}
+    for events in sorted(folder.glob("events.out.tfevents.*"), key=lambda p: p.stat().st_mtime):
+        acc = EventAccumulator(str(events), size_guidance={"scalars": 0})
+        acc.Reload()
+        if tag in acc.Tags()["scalars"]:
+            out.update({e.step: e.value for e in acc.Scalars(tag)})
+    return out
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    mean = sum(values) / len(values)
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / len(values))
+
+
+def results(runs: list[Run], out: Path, max_steps: int) -> list[dict]:
+    """One row per (method, dataset): each statistic's mean and std over the seeds with scores."""
+    groups: dict[tuple[str, str], list[dict[int, float]]] = {}
+    for run in runs:
+        scores = {s: v for s, v in scores_of_run(run.folder(out)).items() if s <= max_steps}
+        groups.setdefault((run.method, run.data_label), [])
+        if scores:
+            groups[(run.method, run.data_label)].append(scores)
+    rows = []
+    for (method, dataset), per_seed in groups.items():
+        row = {"method": method, "dataset": dataset, "seeds": len(per_seed)}
+        stats = {
+            "last": [s[max(s)] for s in per_seed],
+            "last3": [sum(s[k] for k in sorted(s)[-3:]) / len(sorted(s)[-3:]) for s in per_seed],
+            "max": [max(s.values()) for s in per_seed],
+        }
+        for name, values in stats.items():
+            mean, std = _mean_std(values) if values else (float("nan"), float("nan"))
+            row[f"{name}_mean"], row[f"{name}_std"] = mean, std
+        rows.append(row)
+    return rows
+
+
+def write_results(runs: list[Run], out: Path, max_steps: int) -> str:
+    rows = results(runs, out, max_steps)
+    with open(out / "table.csv", "w", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    with open(out / "scores.csv", "w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(["method", "dataset", "seed", "step", "normalized_score"])
+        for run in runs:
+            for step, value in sorted(scores_of_run(run.folder(out)).items()):
+                writer.writerow([run.method, run.data_label, run.seed, step, repr(value)])
+    lines = [
+        f"Normalized score (`{TAG}`) at {max_steps} steps, mean ± std over seeds.",
+        "",
+        "| method | dataset | seeds | last | mean of last 3 evals | max |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        cells = [f"{row[f'{k}_mean']:.1f} ± {row[f'{k}_std']:.1f}" for k in ("last", "last3", "max")]
+        lines.append(f"| {row['method']} | {row['dataset']} | {row['seeds']} | " + " | ".join(cells) + " |")
+    table = "\n".join(lines) + "\n"
+    (out / "table.md").write_text(table)
+    return table
+
+
+def write_curves(runs: list[Run], out: Path) -> list[Path]:
+    """One PNG per dataset: each method's mean over seeds and the min-max band."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("note: no learning-curve plots: matplotlib is not installed (pip install 'policylab[sweep]')")
+        return []
+    written = []
+    for dataset in dict.fromkeys(run.data_label for run in runs):
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for method in dict.fromkeys(run.method for run in runs):
+            per_seed = [scores_of_run(r.folder(out)) for r in runs if r.method == method and r.data_label == dataset]
+            per_seed = [s for s in per_seed if s]
+            if not per_seed:
+                continue
+            steps = sorted(set.intersection(*(set(s) for s in per_seed)))
+            values = [[s[k] for s in per_seed] for k in steps]
+            mean = [sum(v) / len(v) for v in values]
+            (line,) = ax.plot(steps, mean, label=f"{method} ({len(per_seed)} seeds)")
+            ax.fill_between(
+                steps, [min(v) for v in values], [max(v) for v in values], alpha=0.2, color=line.get_color()
+            )
+        ax.set(xlabel="gradient step", ylabel="normalized score", title=dataset)
+        ax.legend()
+        fig.tight_layout()
+        path = out / f"curves-{dataset.replace('/', '_')}.png"
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m policylab.sweep", description=__doc__.split("\n\n")[0].replace("\n", " ")
+    )
+    parser.add_argument("--configs", nargs="+", required=True, help="config files (each its method)")
+    parser.add_argument("--datasets", nargs="+", required=True, help="dataset ids or files (data.init_args.dataset)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--max-steps", type=int, required=True, help="gradient steps of every run")
+    parser.add_argument("--out", required=True, help="the sweep folder")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a CLI value for every run")
+    parser.add_argument("--parallel", type=int, default=1, help="runs at a time (SLURM: array parallelism)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
+    parser.add_argument("--cluster", choices=("none", "local", "slurm"), default="none")
+    parser.add_argument("--partition", default=None, help="SLURM partition")
+    parser.add_argument("--timeout-min", type=int, default=24 * 60, help="submitit job time limit")
+    parser.add_argument("--cpus-per-task", type=int, default=2)
+    parser.add_argument("--gpus-per-node", type=int, default=0)
+    parser.add_argument("--table-only", action="store_true", help="write the table and plots of what exists")
+    options = parser.parse_args(argv)
+    for config in options.configs:
+        if not Path(config).is_file():
+            parser.error(f"--configs: {config} is not a file")
+    for item in options.set:
+        if "=" not in item:
+            parser.error(f"--set {item}: expected KEY=VALUE, e.g. --set evaluation.every_n_steps=5000")
+    out = Path(options.out)
+    out.mkdir(parents=True, exist_ok=True)
+    runs = [Run(Path(c), d, s) for c in options.configs for d in options.datasets for s in options.seeds]
+    if len({r.folder(out) for r in runs}) < len(runs):
+        parser.error("two configs or datasets share a name: their runs would share a folder")
+    failed = []
+    if not options.table_only:
+        done, todo = plan(runs, out, options.max_steps)
+        for run in done:
+            print(f"skip   {run.folder(out)} (finished)", flush=True)
+        if options.cluster == "none":
+            failed = run_local(todo, out, options.max_steps, options.set, options.parallel, options.threads)
+        else:
+            failed = run_submitit(todo, out, options.max_steps, options.set, options)
+    print(write_results(runs, out, options.max_steps), end="")
+    for path in write_curves(runs, out):
+        print(f"wrote {path}")
+    if failed:
+        sys.exit(
+            f"error: {len(failed)} run(s) failed; see run.log in: " + ", ".join(str(r.folder(out)) for r in failed)
+        )
+
+
+if __name__ == "__main__":
+    main()
