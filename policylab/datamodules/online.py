@@ -263,12 +263,18 @@ class OnlinePromptDataModule(L.LightningDataModule):
 
     # ----------------------------------------------------------------- the running iteration
     def store_iteration(self, iteration: int, pairs: dict[str, Tensor]) -> None:
-        """Keep ``pairs`` (:data:`PAIR_KEYS`, on any device; all ranks' pairs) as iteration ``iteration``'s."""
+        """Keep ``pairs`` (:data:`PAIR_KEYS`, on any device; all ranks' pairs) as iteration ``iteration``'s.
+        Other keys are extra per-pair fields (``[M]`` tensors, e.g. SPPO's ``chosen_win_rate``):
+        kept, and passed on in every :meth:`step_batch` under their names."""
         missing = [k for k in PAIR_KEYS if k not in pairs]
         if missing:
             raise ValueError(f"store_iteration: missing {', '.join(missing)}")
+        count = pairs["chosen_score"].shape[0]
+        bad = [k for k, v in pairs.items() if k not in PAIR_KEYS and tuple(v.shape) != (count,)]
+        if bad:
+            raise ValueError(f"store_iteration: extra per-pair field(s) {', '.join(bad)} must have shape [{count}]")
         self.iteration = iteration
-        self.pairs = {k: pairs[k].detach().cpu() for k in PAIR_KEYS}
+        self.pairs = {k: v.detach().cpu() for k, v in pairs.items()}
 
     @property
     def num_pairs(self) -> int:
@@ -280,7 +286,8 @@ class OnlinePromptDataModule(L.LightningDataModule):
         """The batch of step ``step`` (counted from the start of the running iteration) for ``rank``:
         ``batch_size`` pairs as the offline pairs are laid out (``input_ids``, ``attention_mask``,
         ``completion_mask`` of the chosen rows then the rejected rows, right-padded) plus the
-        per-pair ``chosen_score``, ``rejected_score``, ``prompt_index``. The iteration's pairs are
+        per-pair ``chosen_score``, ``rejected_score``, ``prompt_index`` (and the extra fields of
+        :meth:`store_iteration`). The iteration's pairs are
         visited in a seeded order, ``batch_size * world_size`` per step, again from the start when
         used up; None when the iteration has no pair."""
         n = self.num_pairs
@@ -296,8 +303,9 @@ class OnlinePromptDataModule(L.LightningDataModule):
             name: torch.cat([p[f"chosen_{name}"][:, :width], p[f"rejected_{name}"][:, :width]]).to(device)
             for name in ("input_ids", "attention_mask", "completion_mask")
         }
-        for name in ("chosen_score", "rejected_score", "prompt_index"):
-            batch[name] = p[name].to(device)
+        for name, value in p.items():  # chosen_score, rejected_score, prompt_index and any extra field
+            if value.ndim == 1:
+                batch[name] = value.to(device)
         return batch
 
     # ----------------------------------------------------------------- Lightning

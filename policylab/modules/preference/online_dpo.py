@@ -285,6 +285,20 @@ class OnlineDPO(LanguageModelModule):
             scores = scores - self.hparams.missing_eos_penalty * (~completions.finished.bool().cpu()).float()
         return scores
 
+    # Hooks of the methods built on this loop (SPPO, RSO): what is sampled, how pairs are formed,
+    # which extra per-pair fields the loss reads.
+    def sample_completions(self, prompts: list[str], seed: int):
+        """The iteration's ``num_generations`` completions per prompt, from the current policy."""
+        return self.sampler.sample(self.policy, prompts, num_samples=self.hparams.num_generations, seed=seed)
+
+    def make_pairs(self, scores: Tensor, generator: torch.Generator):
+        """The training pairs of the judged ``[N, K]`` scores (:func:`build_pairs` with ``pair_rule``)."""
+        return build_pairs(scores, self.hparams.pair_rule, self.hparams.keep_ties, generator)
+
+    def extra_pair_fields(self, scores: Tensor, pairs) -> dict[str, Tensor]:
+        """Extra per-pair fields (``[M]`` tensors) stored with the pairs and given to the loss; none here."""
+        return {}
+
     def _gather(self, pairs: dict[str, Tensor]) -> dict[str, Tensor]:
         """Every rank's pairs, rank 0's first (rows padded to one width)."""
         world = self.trainer.world_size
@@ -316,9 +330,7 @@ class OnlineDPO(LanguageModelModule):
         self.policy.eval()
         started = time.perf_counter()
         try:
-            completions = self.sampler.sample(
-                self.policy, prompts, num_samples=h.num_generations, seed=data.generation_seed(iteration, rank)
-            )
+            completions = self.sample_completions(prompts, data.generation_seed(iteration, rank))
         finally:
             self.policy.train(was_training)
         seconds = time.perf_counter() - started
@@ -342,7 +354,7 @@ class OnlineDPO(LanguageModelModule):
                 "a completion holds at least its EOS: check the sampler's completion_mask"
             )
         generator = torch.Generator().manual_seed(data.generation_seed(iteration, rank))
-        pairs = build_pairs(scores.reshape(len(prompts), k), h.pair_rule, h.keep_ties, generator)
+        pairs = self.make_pairs(scores.reshape(len(prompts), k), generator)
         c, r = pairs.chosen, pairs.rejected
         local = {
             "chosen_input_ids": ids[c],
@@ -354,6 +366,7 @@ class OnlineDPO(LanguageModelModule):
             "chosen_score": scores[c],
             "rejected_score": scores[r],
             "prompt_index": torch.tensor(indices, dtype=torch.long)[pairs.prompt],
+            **self.extra_pair_fields(scores, pairs),
         }
         data.store_iteration(iteration, self._gather(local))
         kl = self._kl_estimate(rows)

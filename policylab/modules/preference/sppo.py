@@ -1,0 +1,162 @@
+"""SPPO: Self-Play Preference Optimization (Wu et al., 2024, "Self-Play Preference Optimization for
+Language Model Alignment", arXiv:2405.00675; code uclaml/SPPO).
+
+SPPO approximates the Nash equilibrium of the two-player constant-sum preference game by
+multiplicative weights (Hedge) over iterations ``t`` (the paper's eq. 3.4 / Algorithm 1):
+
+    pi_{t+1}(y | x)  ∝  pi_t(y | x) * exp(eta * P(y > pi_t | x)),
+
+where ``P(y > pi_t | x) = E_{y' ~ pi_t}[P(y > y' | x)]`` is the probability that ``y`` beats the
+current policy. Writing the normaliser's log as ``eta / 2`` (the value of ``P(pi_t > pi_t) = 1/2``)
+turns the update into the square loss of the paper's eq. 3.6, regressed on samples of ``pi_t``:
+
+    L(theta) = E_{y ~ pi_t} [ ( log pi_theta(y|x) / pi_t(y|x)  -  eta * (P(y > pi_t | x) - 1/2) )^2 ].
+
+The practical algorithm (the paper's Algorithm 1 and the authors' pipeline, checked in
+``scripts/compute_prob.py`` and ``scripts/update_dataset.py``): per prompt, ``K`` samples from
+``pi_t`` (K = 5); the ``K x K`` preference matrix of a pairwise judge (PairRM there: ``sigma(s_i - s_j)``);
+each sample's win rate ``P_hat(y_k > pi_t) = (1/K) sum_j P(y_k > y_j)`` (self-comparison 1/2
+included: :func:`policylab.judges.win_rates` with ``include_self=True``); the highest and the lowest
+win-rate samples kept as ``(y_w, y_l)`` with their own win rates; the loss is the sum of the two
+squared terms (the ``"sppo"`` entry of :data:`policylab.losses.pairwise.PAIRWISE_LOSSES`, with
+``beta = 1 / eta``; the authors' default ``beta = 0.001``, i.e. ``eta = 1000``); the reference is the
+previous iterate ``pi_t``, replaced by the policy at the start of every iteration.
+
+Here :class:`SPPO` is :class:`~policylab.modules.preference.OnlineDPO` with: a pairwise judge
+(a :class:`~policylab.judges.PairwiseJudge`; a scalar judge or a check's dotted path is wrapped as
+Bradley-Terry ``sigma(r_a - r_b)``, :class:`~policylab.judges.PreferenceModelJudge`), the win rates as
+the samples' scores, best-vs-worst pairs, the win rates stored with each pair
+(``chosen_win_rate``, ``rejected_win_rate``) for the loss, and ``reference_update:
+previous_iterate``. An iteration (``generate_every_n_steps`` steps) plays the role of one of the
+authors' iterations; the authors train one epoch per iteration over 20k prompts, which here is
+``prompts_per_iteration`` prompts and as many steps as set.
+
+Differences, documented: a prompt whose ``K`` win rates are all equal (every sample judged the
+same) gives no pair and is counted in ``online/dropped_ties`` (the authors' code keeps sample 0
+against sample 0); ``online/score`` logs the mean win rate, which is 1/2 by construction with an
+antisymmetric judge (``online/win_rate_spread`` logs the mean max-minus-min win rate instead).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from policylab.callbacks.evaluation import log_evaluation
+from policylab.judges import PairwiseJudge, PreferenceModelJudge, ScalarJudge, VerifierJudge, win_rates
+from policylab.modules.preference.online_dpo import OnlineDPO
+
+
+class SPPO(OnlineDPO):
+    """Self-Play Preference Optimization on the policy's own samples (see the module docstring).
+
+    Args:
+        model: the SFT model (name, path or model).
+        judge: a :class:`~policylab.judges.PairwiseJudge` (a GPM folder through
+            :class:`~policylab.judges.PreferenceModelJudge`), or a scalar judge / a check's dotted
+            path, used as Bradley-Terry ``P(a > b) = sigma(r_a - r_b)``.
+        beta: ``1 / eta`` of the Hedge update (the authors' 0.001).
+        num_generations: K samples per prompt (the authors' 5).
+        include_self: win rates as the authors' ``compute_prob.py`` (self-comparison 1/2 in the
+            mean over K); False: the mean over the K - 1 others.
+        loss_type: ``sppo`` (the regression above); another registry entry trains on the same
+            best/worst pairs (e.g. ``sigmoid``: iterative DPO with a pairwise judge).
+        reference_update: ``previous_iterate`` (SPPO's pi_t); ``fixed`` / ``ema`` for ablations.
+        Sampling, iteration and optimizer settings: as :class:`~policylab.modules.preference.OnlineDPO`
+        (the authors: temperature 0.7, top_p 0.9, lr 5e-7).
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        judge: Any = "policylab.tasks.arithmetic.is_correct",
+        beta: float = 0.001,
+        num_generations: int = 5,
+        include_self: bool = True,
+        loss_type: str = "sppo",
+        loss_kwargs: dict[str, float] | None = None,
+        generate_every_n_steps: int = 1,
+        max_new_tokens: int = 64,
+        temperature: float = 0.7,
+        top_p: float = 0.9,
+        top_k: int = 0,
+        stop_strings: list[str] | None = None,
+        generation_batch_size: int = 64,
+        sampler: str = "hf",
+        sampler_kwargs: dict[str, Any] | None = None,
+        reference_update: str = "previous_iterate",
+        ref_alpha: float = 0.6,
+        ref_update_every: int = 512,
+        num_sample_texts: int = 4,
+        lora: dict[str, Any] | None = None,
+        disable_dropout: bool = True,
+        lr: float = 5e-7,
+        weight_decay: float = 0.0,
+    ) -> None:
+        if beta <= 0:
+            raise ValueError(f"beta (1/eta of SPPO) must be > 0, got {beta}")
+        super().__init__(
+            model,
+            judge=judge,
+            loss_type=loss_type,
+            beta=beta,
+            loss_kwargs=loss_kwargs,
+            num_generations=num_generations,
+            pair_rule="best_vs_worst",
+            generate_every_n_steps=generate_every_n_steps,
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            top_p=top_p,
+            top_k=top_k,
+            stop_strings=stop_strings,
+            generation_batch_size=generation_batch_size,
+            sampler=sampler,
+            sampler_kwargs=sampler_kwargs,
+            reference_update=reference_update,
+            ref_alpha=ref_alpha,
+            ref_update_every=ref_update_every,
+            num_sample_texts=num_sample_texts,
+            lora=lora,
+            disable_dropout=disable_dropout,
+            lr=lr,
+            weight_decay=weight_decay,
+        )
+
+    @staticmethod
+    def build_judge(judge: Any) -> PairwiseJudge:
+        """A pairwise judge as it is; a scalar judge, or a check's dotted path (a verifier), as
+        Bradley-Terry :class:`~policylab.judges.PreferenceModelJudge`."""
+        if isinstance(judge, str):
+            judge = VerifierJudge(judge)
+        if isinstance(judge, ScalarJudge):
+            return PreferenceModelJudge(judge)
+        if not isinstance(judge, PairwiseJudge):
+            raise ValueError(
+                f"SPPO's judge must be a PairwiseJudge, a ScalarJudge or a check's dotted path, got {judge!r}"
+            )
+        return judge
+
+    def score_completions(self, completions) -> Tensor:
+        """Each row's win rate ``P_hat(y_k > pi_t)`` against the K samples of its prompt, ``[N*K]``."""
+        k = self.hparams.num_generations
+        texts = list(completions.texts)
+        groups = [texts[i * k : (i + 1) * k] for i in range(len(completions.prompts))]
+        rates = win_rates(self.judge, list(completions.prompts), groups, include_self=self.hparams.include_self)
+        rates = rates.float().cpu()
+        self._spread = float((rates.max(1).values - rates.min(1).values).mean())
+        return rates.reshape(-1)
+
+    def extra_pair_fields(self, scores: Tensor, pairs) -> dict[str, Tensor]:
+        """The win rates of each pair's chosen and rejected sample, the targets of the ``sppo`` loss."""
+        return {"chosen_win_rate": scores[pairs.chosen], "rejected_win_rate": scores[pairs.rejected]}
+
+    def run_iteration(self, data, iteration: int) -> None:
+        super().run_iteration(data, iteration)
+        spread = torch.tensor(self._spread, dtype=torch.float64, device=self.device)
+        if self.trainer.world_size > 1:
+            spread = self.trainer.strategy.reduce(spread, reduce_op="mean")
+        self.last_iteration_metrics["online/win_rate_spread"] = float(spread)
+        if self._logs_iteration(iteration):
+            log_evaluation(self.trainer, self, {"online/win_rate_spread": float(spread)})

@@ -1,0 +1,161 @@
+"""SPPO: win rates, pairs and loss targets on hand-made scores (against the authors' formula written
+out by hand), the previous iterate as reference, and learning on the addition task with the
+verifier as a Bradley-Terry judge (held-out prompts)."""
+
+import copy
+import math
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+pytest.importorskip("transformers", reason="the language-model extras (pip install -e '.[lm]')")
+import lightning as L  # noqa: E402
+
+from policylab.datamodules import OnlinePromptDataModule, SFTDataModule  # noqa: E402
+from policylab.judges import PreferenceModelJudge, VerifierJudge  # noqa: E402
+from policylab.losses.pairwise import PairStats, get_pairwise_loss  # noqa: E402
+from policylab.modules.preference import SFT, SPPO  # noqa: E402
+from policylab.tasks.arithmetic import AdditionTask, build_model, build_tokenizer, is_correct, write_jsonl  # noqa: E402
+
+QUIET = dict(logger=False, enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0)
+
+
+class _Table(VerifierJudge):
+    """A scalar judge reading the score from the completion text (a number)."""
+
+    def __init__(self):
+        super().__init__(lambda prompt, completion: float(completion))
+
+
+def _sigmoid(x):
+    return 1.0 / (1.0 + math.exp(-x))
+
+
+def test_win_rates_pairs_and_targets_follow_the_authors_code():
+    module = SPPO(build_model(seed=0), judge=_Table(), num_generations=3, beta=0.5)
+    assert isinstance(module.judge, PreferenceModelJudge)  # a scalar judge becomes Bradley-Terry
+    assert module.hparams.reference_update == "previous_iterate" and module.hparams.loss_type == "sppo"
+    scores = [[0.0, 1.0, 3.0], [2.0, 2.0, 2.0]]
+    completions = SimpleNamespace(
+        prompts=["a", "b"], prompt_index=torch.tensor([0, 0, 0, 1, 1, 1]), texts=[str(s) for row in scores for s in row]
+    )
+    rates = module.score_completions(completions)
+    # compute_prob.py: P[i, j] = sigma(s_i - s_j), 0.5 on the diagonal, row mean over K = 3
+    expected = [sum(_sigmoid(s_i - s_j) for s_j in row) / 3 for row in scores for s_i in row]
+    torch.testing.assert_close(rates, torch.tensor(expected))
+    pairs = module.make_pairs(rates.reshape(2, 3), torch.Generator().manual_seed(0))
+    assert pairs.chosen.tolist() == [2] and pairs.rejected.tolist() == [0]  # max / min win rate; prompt 1: all ties
+    assert pairs.dropped_ties == 1
+    fields = module.extra_pair_fields(rates, pairs)
+    torch.testing.assert_close(fields["chosen_win_rate"], torch.tensor([expected[2]]))
+    torch.testing.assert_close(fields["rejected_win_rate"], torch.tensor([expected[0]]))
+
+    # The registry's "sppo" loss with these fields: (r_w - eta (P_w - 1/2))^2 + (r_l - eta (P_l - 1/2))^2, eta = 1/beta
+    r_w, r_l = 0.3, -0.2
+    stats = PairStats(
+        torch.tensor([r_w]),
+        torch.tensor([r_l]),
+        torch.zeros(1),
+        torch.zeros(1),
+        fields={k: v for k, v in fields.items()},
+    )
+    loss = get_pairwise_loss("sppo")(stats, 0.5, {})[0]
+    by_hand = (r_w - 2.0 * (expected[2] - 0.5)) ** 2 + (r_l - 2.0 * (expected[0] - 0.5)) ** 2
+    assert loss.item() == pytest.approx(by_hand, rel=1e-5)
+
+
+def test_win_rates_without_self_and_bad_judges():
+    module = SPPO(build_model(seed=0), judge=_Table(), num_generations=2, include_self=False)
+    completions = SimpleNamespace(prompts=["a"], prompt_index=torch.tensor([0, 0]), texts=["1", "0"])
+    torch.testing.assert_close(module.score_completions(completions), torch.tensor([_sigmoid(1), _sigmoid(-1)]))
+    with pytest.raises(ValueError, match="SPPO's judge must be a PairwiseJudge"):
+        SPPO(build_model(seed=0), judge=object())
+    with pytest.raises(ValueError, match="beta"):
+        SPPO(build_model(seed=0), judge=_Table(), beta=0.0)
+
+
+# ----------------------------------------------------------------------------- the task
+@pytest.fixture(scope="module")
+def addition(tmp_path_factory):
+    """Single-digit sums: 70 problems to train on, 30 held out; an SFT model of 30% right answers
+    (as tests/test_online_dpo.py)."""
+    folder = tmp_path_factory.mktemp("sppo")
+    tokenizer = build_tokenizer(folder / "tok")
+    problems = [f"{a}+{b}=" for a in range(10) for b in range(10)]
+    order = torch.randperm(100, generator=torch.Generator().manual_seed(0)).tolist()
+    train, held_out = [problems[i] for i in order[:70]], [problems[i] for i in order[70:]]
+    task = AdditionTask(max_operand=9, seed=0)
+    write_jsonl([r for r in task.sft_rows(4000, correct_fraction=0.3) if r["prompt"] in train], folder / "sft.jsonl")
+    write_jsonl([{"prompt": p} for p in train], folder / "prompts.jsonl")
+    L.seed_everything(0)
+    sft = SFT(build_model(seed=0), lr=3e-3)
+    dm = SFTDataModule(str(folder / "sft.jsonl"), tokenizer, batch_size=64, max_length=12, max_prompt_length=6)
+    L.Trainer(max_steps=500, enable_checkpointing=False, **QUIET).fit(sft, dm)
+    return folder, tokenizer, sft.policy, held_out
+
+
+def mean_verifier_score(policy, tokenizer, prompts, samples=8, seed=123):
+    """Mean verifier score of sampled answers (temperature 1) to ``prompts``."""
+    side, tokenizer.padding_side = tokenizer.padding_side, "left"
+    try:
+        tokens = tokenizer(prompts, return_tensors="pt", padding=True)
+        with torch.no_grad(), torch.random.fork_rng():
+            torch.manual_seed(seed)
+            out = policy.eval().generate(
+                **tokens,
+                do_sample=True,
+                max_new_tokens=4,
+                num_return_sequences=samples,
+                pad_token_id=tokenizer.pad_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+            )
+        texts = tokenizer.batch_decode(out[:, tokens["input_ids"].shape[1] :], skip_special_tokens=True)
+    finally:
+        tokenizer.padding_side = side
+    repeated = [p for p in prompts for _ in range(samples)]
+    return sum(is_correct(p, t) for p, t in zip(repeated, texts)) / len(texts)
+
+
+class _PolicyAtIterationStart(L.Callback):
+    """The reference at each iteration's first step, compared with the policy of the step before."""
+
+    def __init__(self):
+        self.previous, self.matches = None, []
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx):
+        self.previous = copy.deepcopy(module.policy.state_dict())
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        if (trainer.global_step - 1) % module.hparams.generate_every_n_steps == 0:
+            ref = module.reference.state_dict()
+            self.matches.append(all(torch.equal(ref[k], v) for k, v in self.previous.items()))
+
+
+def test_sppo_raises_the_verifier_score_on_held_out_prompts(addition):
+    folder, tokenizer, policy, held_out = addition
+    before = mean_verifier_score(policy, tokenizer, held_out)
+    L.seed_everything(0)
+    module = SPPO(
+        copy.deepcopy(policy).train(),
+        judge=VerifierJudge(is_correct),
+        num_generations=4,
+        beta=0.05,
+        generate_every_n_steps=4,
+        max_new_tokens=4,
+        temperature=1.0,
+        top_p=1.0,
+        lr=1e-3,
+        num_sample_texts=0,
+    )
+    dm = OnlinePromptDataModule(
+        str(folder / "prompts.jsonl"), tokenizer, prompts_per_iteration=32, batch_size=16, max_prompt_length=8, seed=0
+    )
+    watch = _PolicyAtIterationStart()
+    L.Trainer(max_steps=40, enable_checkpointing=False, callbacks=[watch], **QUIET).fit(module, dm)
+    after = mean_verifier_score(module.policy, tokenizer, held_out)
+    print(f"verifier score on held-out prompts: SFT {before:.3f} -> SPPO {after:.3f}")
+    assert module.judge.reward.calls == 10 * 32 * 4  # 10 iterations of 32 prompts x 4 samples, each scored once
+    assert watch.matches and all(watch.matches)  # the reference is the policy at the iteration's start (pi_t)
+    assert module.last_iteration_metrics["online/win_rate_spread"] > 0
+    assert after > before + 0.1, (before, after)
