@@ -122,3 +122,18 @@ def test_sweep_refuses_bad_arguments(tmp_path):
         "--set", "evaluation.every_n_steps", cwd=tmp_path, env=_env(), timeout=60,
     )  # fmt: skip
     assert result.returncode == 2 and "expected KEY=VALUE" in result.stderr
+
+
+def test_run_scores_is_the_sweep():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("run_scores", ROOT / "benchmarks/run_scores.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    argv = ["--configs", "td3bc_hopper", "--seeds", "0", "1", "--steps", "500", "--out", "o"]
+    argv += ["--", "--evaluation.every_n_steps", "100", "--trainer.log_every_n_steps=50"]
+    assert module.sweep_args(argv) == [
+        "--configs", str(ROOT / "configs/td3bc_hopper.yaml"), "--datasets", "hopper-medium-replay-v5",
+        "--seeds", "0", "1", "--max-steps", "500", "--parallel", "2", "--out", "o",
+        "--set", "evaluation.every_n_steps=100", "--set", "trainer.log_every_n_steps=50",
+    ]  # fmt: skip
