@@ -34,6 +34,15 @@ from policylab.losses.reward import (
     general_preference_loss,
     general_preference_score,
 )
+from policylab.losses.ro2o import (
+    decayed_uncertainty_weight,
+    ood_uncertainty_loss,
+    perturbed_states,
+    policy_smoothness_loss,
+    q_smoothness_loss,
+    symmetric_gaussian_kl,
+    uniform_perturbations,
+)
 from policylab.losses.sac import (
     gaussian_log_density,
     sac_actor_loss,
@@ -100,4 +109,11 @@ __all__ = [
     "td3_critic_target",
     "td3bc_actor_loss",
     "weighted_bc_loss",
+    "decayed_uncertainty_weight",
+    "ood_uncertainty_loss",
+    "perturbed_states",
+    "policy_smoothness_loss",
+    "q_smoothness_loss",
+    "symmetric_gaussian_kl",
+    "uniform_perturbations",
 ]

@@ -1,0 +1,204 @@
+"""RO2O: its regularizers against hand-computed numbers, the alpha_u schedule, the online switch,
+and learning on the toy task of tests/test_td3bc.py."""
+
+import math
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+from torch.distributions import Normal, kl_divergence
+
+from policylab.datamodules import OfflineTransitionDataModule
+from policylab.losses import (
+    decayed_uncertainty_weight,
+    ood_uncertainty_loss,
+    perturbed_states,
+    policy_smoothness_loss,
+    q_smoothness_loss,
+    symmetric_gaussian_kl,
+    uniform_perturbations,
+)
+from policylab.modules.offline import RO2O
+
+
+# ----------------------------------------------------------------------------- the math by hand
+def test_perturbed_states_layout_by_hand():
+    obs = torch.tensor([[0.0, 0.0], [1.0, 2.0]])
+    deltas = torch.tensor([[0.1, -0.1], [0.2, 0.0]])
+    expected = torch.tensor([[0.1, -0.1], [0.2, 0.0], [1.1, 1.9], [1.2, 2.0]])
+    torch.testing.assert_close(perturbed_states(obs, deltas), expected)
+
+
+def test_uniform_perturbations_stay_in_the_box_and_fill_it():
+    d = uniform_perturbations(2000, 3, 0.01, torch.zeros(1), torch.Generator().manual_seed(0))
+    assert d.shape == (2000, 3)
+    assert d.abs().max() <= 0.01
+    assert d.max() > 0.0099 and d.min() < -0.0099  # U[-eps, eps], not a sphere or a normal
+    assert abs(d.mean().item()) < 5e-4
+
+
+def test_q_smoothness_loss_by_hand():
+    # E=2 members, B=2 states, n=2 copies; Q(s, a): member 0 [1, 0], member 1 [2, 0]
+    q_clean = torch.tensor([[1.0, 0.0], [2.0, 0.0]], requires_grad=True)
+    q_pert = torch.tensor([[1.5, 0.0, 0.0, -0.5], [2.0, 3.0, 0.0, 0.0]])
+    # state 0: diffs m0 (+0.5, -1), m1 (0, +1) -> (0.8*.25, 0.2*1), (0, 0.8*1) -> copies (0.1, 0.5) -> 0.5
+    # state 1: diffs m0 (0, -0.5), m1 (0, 0)  -> (0, 0.2*.25), (0, 0)       -> copies (0, 0.025) -> 0.025
+    loss = q_smoothness_loss(q_pert, q_clean, tau=0.2)
+    assert loss.item() == pytest.approx((0.5 + 0.025) / 2)
+    loss.backward()  # the clean Q is not detached: the worst copy of state 0 pulls both members
+    # d/dQ_clean of mean_b mean_i f(D): state 0 copy 1: m0 D=-1 -> -(2*0.2*-1)/2/2 = 0.1; m1 D=1 -> -(2*0.8)/4 = -0.4
+    torch.testing.assert_close(q_clean.grad, torch.tensor([[0.1, 0.2 * 0.5 / 2], [-0.4, 0.0]]))
+
+
+def test_ood_uncertainty_loss_value_and_gradient_by_hand():
+    q = torch.tensor([[1.0, 3.0], [3.0, 3.0]], requires_grad=True)  # [E=2, M=2]
+    # column 0: unbiased std sqrt(2); column 1: 0. Value = mean over E, M of (0.5 * std)^2 = (0.5 + 0.5) / 4
+    loss = ood_uncertainty_loss(q, 0.5)
+    assert loss.item() == pytest.approx(0.25)
+    loss.backward()  # the target is a constant: each member is pushed down by alpha_u * std
+    g = math.sqrt(2) / 4  # 2 * 0.5 * sqrt(2) / (E * M)
+    torch.testing.assert_close(q.grad, torch.tensor([[g, 0.0], [g, 0.0]]))
+
+
+def test_decayed_uncertainty_weight_floors_at_the_minimum():
+    assert decayed_uncertainty_weight(torch.tensor(1.0), 0.3, 0.1).item() == pytest.approx(0.7)
+    assert decayed_uncertainty_weight(torch.tensor(0.15), 0.1, 0.1).item() == pytest.approx(0.1)
+
+
+def test_symmetric_kl_by_hand_and_against_torch():
+    # N(0, 1) vs N(1, 2^2): (1 + 1) / 8 + (4 + 1) / 2 - 1 = 1.75
+    value = symmetric_gaussian_kl(torch.zeros(1), torch.zeros(1), torch.ones(1), torch.tensor([math.log(2.0)]))
+    assert value.item() == pytest.approx(1.75)
+    g = torch.Generator().manual_seed(0)
+    m1, m2, l1, l2 = (torch.randn(4, 3, generator=g) for _ in range(4))
+    p, q = Normal(m1, l1.exp()), Normal(m2, l2.exp())
+    expected = (kl_divergence(p, q) + kl_divergence(q, p)).sum(-1)
+    torch.testing.assert_close(symmetric_gaussian_kl(m1, l1, m2, l2), expected)
+
+
+def test_policy_smoothness_loss_takes_the_worst_copy_by_hand():
+    mean, log_std = torch.zeros(2, 1), torch.zeros(2, 1)
+    mean_p, log_std_p = torch.tensor([[0.0], [1.0], [0.5], [0.0]]), torch.zeros(4, 1)
+    # equal stds: symmetric KL = d^2; state 0 copies (0, 1) -> 1, state 1 copies (0.25, 0) -> 0.25
+    assert policy_smoothness_loss(mean, log_std, mean_p, log_std_p).item() == pytest.approx(0.625)
+
+
+def test_defaults_are_the_authors_and_edac_initialised():
+    model = RO2O(3, 2)
+    hp = model.hparams
+    assert (hp.num_critics, hp.sample_size, hp.beta_q_smooth, hp.beta_ood, hp.beta_policy) == (10, 20, 1e-4, 0.1, 1.0)
+    assert (hp.q_smooth_eps, hp.ood_smooth_eps, hp.policy_smooth_eps, hp.q_smooth_tau) == (0.01, 0.01, 0.01, 0.2)
+    assert (hp.uncertainty_weight, hp.uncertainty_weight_min, hp.uncertainty_decay) == (1.0, 0.1, 5e-7)
+    assert model.critic(torch.zeros(5, 3), torch.zeros(5, 2)).shape == (10, 5)  # one batched call, 10 members
+    assert len(model.critic.layers) == 4 and model.critic.layers[0].out_features == 256
+    assert all(torch.all(layer.bias[..., :] == 0.1) for layer in model.critic.layers[:-1])
+    assert model.critic.layers[-1].weight.abs().max() <= 3e-3
+    actor_out = model.actor.net[-1]
+    assert actor_out.weight.abs().max() <= 1e-3 and torch.all(model.actor.net[0].bias == 0.1)
+    assert (model.actor.log_std_min, model.actor.log_std_max) == (-5.0, 2.0)
+
+
+def test_bad_hyperparameters_are_named():
+    with pytest.raises(ValueError, match="num_critics"):
+        RO2O(3, 2, num_critics=1)
+
+
+def test_online_start_fixes_alpha_u_and_switches_regularizers_off():
+    model = RO2O(3, 2, actor_hidden_dims=(8,), critic_hidden_dims=(8,))
+    assert model.uncertainty_weight.item() == 1.0 and model.regularization.item() == 1.0
+    model.on_online_start()
+    assert model.uncertainty_weight.item() == pytest.approx(0.1)
+    assert model.uncertainty_decay.item() == 0.0 and model.regularization.item() == 0.0
+    keep = RO2O(3, 2, online_regularization=True, actor_hidden_dims=(8,), critic_hidden_dims=(8,))
+    keep.on_online_start()
+    assert keep.regularization.item() == 1.0
+
+
+# ----------------------------------------------------------------------------- learning
+def _expert(obs: np.ndarray) -> np.ndarray:
+    return np.tanh(obs[:, :2] - 0.5 * obs[:, 2:4])
+
+
+@pytest.fixture(scope="module")
+def toy_npz(tmp_path_factory):
+    """tests/test_td3bc.py's toy data: actions = expert(s) + small noise, reward peaked at the expert."""
+    rng = np.random.default_rng(0)
+    n = 10_000
+    obs = rng.normal(size=(n, 6)).astype(np.float32)
+    act = np.clip(_expert(obs) + 0.05 * rng.normal(size=(n, 2)), -1, 1).astype(np.float32)
+    reward = (1.0 - ((act - _expert(obs)) ** 2).sum(1) * 5).astype(np.float32)
+    path = tmp_path_factory.mktemp("toy") / "toy.npz"
+    np.savez(
+        path,
+        observations=obs,
+        actions=act,
+        rewards=reward,
+        next_observations=rng.normal(size=(n, 6)).astype(np.float32),
+        terminals=np.zeros(n, bool),
+        timeouts=np.zeros(n, bool),
+    )
+    return path
+
+
+def _trainer(**kwargs):
+    defaults = dict(
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+    )
+    return L.Trainer(**{**defaults, **kwargs})
+
+
+def test_ro2o_critic_learns_and_actor_moves_to_the_expert(toy_npz):
+    # Small nets, 5 copies, a higher lr and temperature 0.05, without EDAC's near-zero output layer
+    # (which holds the actor still for the first few hundred steps): the test's budget is 400 steps.
+    L.seed_everything(0)
+    steps = 400
+    dm = OfflineTransitionDataModule(str(toy_npz), batch_size=128, normalize_observations=False)
+    model = RO2O(
+        dm.obs_dim,
+        dm.action_dim,
+        dm.max_action,
+        discount=0.9,
+        sample_size=5,
+        uncertainty_decay=2e-4,
+        initial_alpha=0.05,
+        actor_lr=2e-3,
+        critic_lr=2e-3,
+        edac_initialization=False,
+        actor_hidden_dims=(32, 32),
+        critic_hidden_dims=(32, 32),
+    )
+    fixed = dm.buffer.sample(2048, torch.Generator().manual_seed(0))
+    expert = torch.as_tensor(_expert(fixed.obs.numpy()))
+
+    def measure():
+        with torch.no_grad():
+            _, parts = model.critic_loss(fixed, model.alpha)
+            return parts["td"].item(), (model.policy_action(fixed.obs) - expert).pow(2).mean().item()
+
+    td_before, imitation_before = measure()
+    _trainer(max_steps=steps).fit(model, datamodule=dm)
+    td_after, imitation_after = measure()
+    assert model.global_step == steps
+    assert td_after < 0.5 * td_before, (td_before, td_after)
+    # no behaviour-cloning term: the actor reaches the data's actions through the pessimistic ensemble only
+    assert imitation_after < 0.5 * imitation_before and imitation_after < 0.25, (imitation_before, imitation_after)
+    # alpha_u decayed once per critic update: 1.0 - 400 * 2e-4
+    assert model.uncertainty_weight.item() == pytest.approx(0.92, abs=1e-9)  # float64: no drift
+    (val,) = _trainer(max_steps=1).validate(model, datamodule=dm, verbose=False)
+    assert val["val/q_std"] >= 0.0 and "val/q_policy" in val
+
+
+def test_uncertainty_schedule_keeps_the_papers_decay_exactly():
+    # 5e-7 per update for 1.8M updates brings 1.0 to the floor 0.1; float32 would round each step
+    model = RO2O(3, 2, actor_hidden_dims=(8,), critic_hidden_dims=(8,))
+    w = model.uncertainty_weight
+    for _ in range(1000):
+        w = decayed_uncertainty_weight(w, model.uncertainty_decay, 0.1)
+    assert w.item() == pytest.approx(1.0 - 1000 * 5e-7, abs=1e-12)
