@@ -42,6 +42,7 @@ from typing import Any
 import torch
 from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
+from lightning.pytorch.loggers import TensorBoardLogger
 
 from policylab.callbacks import EnvEvaluation, RolloutVideo, StepProgressBar
 from policylab.callbacks.checkpoint import AtomicCheckpoint, CheckpointWriteError
@@ -422,17 +423,36 @@ class PolicylabCLI(ConfigLayers, LightningCLI):
             self._purge_tensorboard_after(self.checkpoint_step)
 
     def _purge_tensorboard_after(self, step: int) -> None:
-        """A resumed run hides the TensorBoard points that the run it resumes logged after the
-        checkpoint (TensorBoard's ``purge_step``); the points at the checkpoint's step are kept."""
+        """A resumed run hides the TensorBoard points that the run it resumes logged at and after the
+        checkpoint's step (TensorBoard's ``purge_step``): the training metrics of the step after a
+        checkpoint carry the checkpoint's step number, and the resumed run logs them again. The
+        points of that step written *before* the checkpoint (evaluations) are logged again by
+        :meth:`_relog_points_before_checkpoint`."""
         logger = self.config.fit.trainer.get("logger")
         if not getattr(logger, "class_path", "").endswith("TensorBoardLogger"):
             return
         init_args = logger.get("init_args")
         if init_args is not None and "purge_step" in init_args:  # jsonargparse exposes SummaryWriter's kwargs
             if init_args.purge_step is None:
-                init_args.purge_step = step + 1
+                init_args.purge_step = step
         else:
-            logger.dict_kwargs = {"purge_step": step + 1, **(logger.get("dict_kwargs") or {})}
+            logger.dict_kwargs = {"purge_step": step, **(logger.get("dict_kwargs") or {})}
+
+    def _relog_points_before_checkpoint(self) -> None:
+        """The scalars the interrupted run logged at the checkpoint's step before writing the
+        checkpoint (evaluations at that step), written again after the purge with their wall times."""
+        logger = self.trainer.logger
+        if not isinstance(logger, TensorBoardLogger) or self.checkpoint_file is None or not logger.log_dir:
+            return
+        saved_at = self.checkpoint_file.stat().st_mtime
+        points = [
+            point
+            for events in sorted(Path(logger.log_dir).glob("events.out.tfevents.*"))
+            for point in _scalars_at(events, self.checkpoint_step)
+            if point[2] <= saved_at
+        ]
+        for tag, value, wall_time in points:
+            logger.experiment.add_scalar(tag, value, self.checkpoint_step, walltime=wall_time)
 
     def before_instantiate_classes(self) -> None:
         """Without ``checkpoint.every_n_train_steps``, checkpoint right after each evaluation
@@ -470,6 +490,7 @@ class PolicylabCLI(ConfigLayers, LightningCLI):
     def before_fit(self) -> None:
         """Refuse to start a fresh run into a checkpoint folder that already holds checkpoints."""
         if self.config[self.subcommand].get("ckpt_path") is not None:
+            self._relog_points_before_checkpoint()
             return
         callback = self.trainer.checkpoint_callback
         folder = (
@@ -515,6 +536,23 @@ class PolicylabCLI(ConfigLayers, LightningCLI):
         for parent in made[1:]:
             if parent.is_dir() and not any(parent.iterdir()):
                 parent.rmdir()
+
+
+def _scalars_at(events: Path, step: int) -> list[tuple[str, float, float]]:
+    """``(tag, value, wall time)`` of the scalar points at ``step`` in one TensorBoard event file
+    (an unreadable or truncated file gives what could be read)."""
+    from tensorboard.backend.event_processing.event_file_loader import LegacyEventFileLoader
+
+    points = []
+    try:
+        for event in LegacyEventFileLoader(str(events)).Load():
+            if event.step == step and event.HasField("summary"):
+                points += [
+                    (v.tag, v.simple_value, event.wall_time) for v in event.summary.value if v.HasField("simple_value")
+                ]
+    except Exception:  # noqa: BLE001 - a damaged event file must not stop the resume
+        pass
+    return points
 
 
 def _raised_in_policylab(err: BaseException) -> bool:
