@@ -4,6 +4,7 @@ middle and rerun (finished runs skipped, the interrupted one resumed, the same t
 from __future__ import annotations
 
 import csv
+import importlib.util
 import os
 import signal
 import time
@@ -76,6 +77,8 @@ def test_sweep_table_and_resume_after_kill(tmp_path, hopper_hdf5):
             assert float(row[f"{name}_mean"]) == pytest.approx(values.mean().item(), rel=1e-9)
             assert float(row[f"{name}_std"]) == pytest.approx(values.std(unbiased=False).item(), rel=1e-9, abs=1e-12)
     assert "| td3bc_hopper | hopper_random-v5 | 2 |" in (whole / "table.md").read_text()
+    if importlib.util.find_spec("matplotlib") is not None:  # the optional extra 'sweep'
+        assert (whole / "curves-hopper_random-v5.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     # 2. The same sweep, killed (SIGKILL) after its first run finished, while the second runs and
     # has a checkpoint before max_steps.
@@ -125,8 +128,6 @@ def test_sweep_refuses_bad_arguments(tmp_path):
 
 
 def test_run_scores_is_the_sweep():
-    import importlib.util
-
     spec = importlib.util.spec_from_file_location("run_scores", ROOT / "benchmarks/run_scores.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
