@@ -55,6 +55,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.fabric.utilities.data import AttributeDict
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch import Tensor
 
@@ -129,6 +130,10 @@ class OnlineDPO(LanguageModelModule):
         lr: float = 5e-7,
         weight_decay: float = 0.0,
     ) -> None:
+        # Every setting, read by the loop from here: a subclass (SPPO, RSO) fixes some of them, and its
+        # hparams (what LightningCLI saves: the subclass's own arguments) do not hold those.
+        settings = {k: v for k, v in locals().items() if k not in ("self", "__class__", "model", "judge")}
+        settings["model"] = model if isinstance(model, str) else None
         objective = PairwiseObjective(loss_type, loss_kwargs)  # unknown names and keys stop before loading
         if pair_rule not in PAIR_RULES:
             raise ValueError(f"pair_rule must be one of {', '.join(PAIR_RULES)}, got {pair_rule!r}")
@@ -152,6 +157,7 @@ class OnlineDPO(LanguageModelModule):
             )
         super().__init__(model, lora, disable_dropout)
         self.record_hyperparameters()
+        self.settings = AttributeDict(settings)
         self.objective = objective
         self.needs_reference = objective.needs_reference
         self.reference = None
@@ -178,7 +184,7 @@ class OnlineDPO(LanguageModelModule):
         are synced into it at every sampling); ``sampler_kwargs`` go to its constructor."""
         from policylab.sampling import make_sampler
 
-        h = self.hparams
+        h = self.settings
         settings = dict(
             max_new_tokens=h.max_new_tokens,
             temperature=h.temperature,
@@ -228,10 +234,10 @@ class OnlineDPO(LanguageModelModule):
     def update_reference(self, rule: str | None = None) -> None:
         """``previous_iterate``: the reference becomes a copy of the policy; ``ema``:
         ``ref <- ref_alpha * policy + (1 - ref_alpha) * ref`` for every weight."""
-        rule = rule or self.hparams.reference_update
+        rule = rule or self.settings.reference_update
         if self.reference is None or rule == "fixed":
             return
-        alpha = 1.0 if rule == "previous_iterate" else self.hparams.ref_alpha
+        alpha = 1.0 if rule == "previous_iterate" else self.settings.ref_alpha
         policy = dict(self.policy.named_parameters())
         policy.update(dict(self.policy.named_buffers()))
         for name, ref in [*self.reference.named_parameters(), *self.reference.named_buffers()]:
@@ -239,7 +245,7 @@ class OnlineDPO(LanguageModelModule):
                 ref.lerp_(policy[name].to(ref.dtype), alpha)
 
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
-        if self.hparams.reference_update == "ema" and self.global_step % self.hparams.ref_update_every == 0:
+        if self.settings.reference_update == "ema" and self.global_step % self.settings.ref_update_every == 0:
             self.update_reference("ema")
 
     # ----------------------------------------------------------------- one iteration
@@ -248,7 +254,7 @@ class OnlineDPO(LanguageModelModule):
         return model_completion_log_probs(model, batch["input_ids"], batch["attention_mask"], batch["completion_mask"])
 
     def _chunks(self, rows: dict[str, Tensor]):
-        size = self.hparams.generation_batch_size
+        size = self.settings.generation_batch_size
         for start in range(0, rows["input_ids"].shape[0], size):
             yield {k: v[start : start + size] for k, v in rows.items()}
 
@@ -281,19 +287,19 @@ class OnlineDPO(LanguageModelModule):
         ``missing_eos_penalty`` where a row ended without EOS (TRL's rule), when it is set."""
         prompts = [completions.prompts[i] for i in completions.prompt_index.tolist()]
         scores = self._judge(prompts, list(completions.texts))
-        if self.hparams.missing_eos_penalty is not None:
-            scores = scores - self.hparams.missing_eos_penalty * (~completions.finished.bool().cpu()).float()
+        if self.settings.missing_eos_penalty is not None:
+            scores = scores - self.settings.missing_eos_penalty * (~completions.finished.bool().cpu()).float()
         return scores
 
     # Hooks of the methods built on this loop (SPPO, RSO): what is sampled, how pairs are formed,
     # which extra per-pair fields the loss reads.
     def sample_completions(self, prompts: list[str], seed: int):
         """The iteration's ``num_generations`` completions per prompt, from the current policy."""
-        return self.sampler.sample(self.policy, prompts, num_samples=self.hparams.num_generations, seed=seed)
+        return self.sampler.sample(self.policy, prompts, num_samples=self.settings.num_generations, seed=seed)
 
     def make_pairs(self, scores: Tensor, generator: torch.Generator):
         """The training pairs of the judged ``[N, K]`` scores (:func:`build_pairs` with ``pair_rule``)."""
-        return build_pairs(scores, self.hparams.pair_rule, self.hparams.keep_ties, generator)
+        return build_pairs(scores, self.settings.pair_rule, self.settings.keep_ties, generator)
 
     def extra_pair_fields(self, scores: Tensor, pairs) -> dict[str, Tensor]:
         """Extra per-pair fields (``[M]`` tensors) stored with the pairs and given to the loss; none here."""
@@ -322,7 +328,7 @@ class OnlineDPO(LanguageModelModule):
 
     def run_iteration(self, data, iteration: int) -> None:
         """Sample, judge and pair iteration ``iteration``'s prompts; store the pairs in ``data``; log."""
-        h = self.hparams
+        h = self.settings
         rank, world = self.trainer.global_rank, self.trainer.world_size
         self.update_reference()
         indices, prompts = data.iteration_prompts(iteration, rank, world)
@@ -411,12 +417,12 @@ class OnlineDPO(LanguageModelModule):
     def _logs_iteration(self, iteration: int) -> bool:
         """Whether iteration ``iteration`` is logged: every iteration when iterations are at least
         ``log_every_n_steps`` long, else the first iteration after each ``log_every_n_steps``."""
-        every = self.hparams.generate_every_n_steps
+        every = self.settings.generate_every_n_steps
         interval = max(1, (self.trainer.log_every_n_steps or 1) // every)
         return iteration % interval == 0
 
     def _log_samples(self, prompts: list[str], texts: list[str], scores: Tensor, k: int) -> None:
-        count = self.hparams.num_sample_texts
+        count = self.settings.num_sample_texts
         if not count or not self.trainer.is_global_zero:
             return
         lines = ["| prompt | completion | score |", "|---|---|---|"]
@@ -444,8 +450,8 @@ class OnlineDPO(LanguageModelModule):
 
     def shared_step(self, batch: dict) -> tuple[Tensor, dict[str, Tensor]]:
         stats = self.sequence_stats(batch)
-        loss = self.objective(stats, self.hparams.beta).mean()
-        chosen, rejected = (self.hparams.beta * ratio.detach() for ratio in stats.ratios())
+        loss = self.objective(stats, self.settings.beta).mean()
+        chosen, rejected = (self.settings.beta * ratio.detach() for ratio in stats.ratios())
         return loss, {
             "reward_accuracy": (chosen > rejected).float().mean(),
             "reward_margin": (chosen - rejected).mean(),
@@ -455,7 +461,7 @@ class OnlineDPO(LanguageModelModule):
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         data = self.online_data()
-        every = self.hparams.generate_every_n_steps
+        every = self.settings.generate_every_n_steps
         iteration, step = divmod(self.global_step, every)
         if data.iteration != iteration:
             self.run_iteration(data, iteration)

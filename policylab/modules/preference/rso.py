@@ -188,11 +188,11 @@ class RSO(OnlineDPO):
         accepted = statistical_rejection_sampling(scores, h.num_accepted, h.sampling_beta, generator)  # [N, k]
         if h.pairing == "disjoint":  # random pairs: the accepted set shuffled, then (1st, 2nd), (3rd, 4th), ...
             accepted = accepted.gather(1, torch.rand(accepted.shape, generator=generator).argsort(1))
-            within = build_pairs(scores.gather(1, accepted).reshape(-1, 2), "random_pair", h.keep_ties)
+            within = build_pairs(scores.gather(1, accepted).reshape(-1, 2), "random_pair", self.settings.keep_ties)
             prompt = within.prompt // (h.num_accepted // 2)
             usable = int(torch.unique(prompt).numel())
         else:
-            within = build_pairs(scores.gather(1, accepted), h.pairing, h.keep_ties, generator)
+            within = build_pairs(scores.gather(1, accepted), h.pairing, self.settings.keep_ties, generator)
             prompt, usable = within.prompt, within.usable_prompts
         # a pair's rows index the flattened [N, k] accepted set (also for the [N*k/2, 2] view): back to candidates
         flat = accepted.reshape(-1)
