@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch.distributions import Normal, kl_divergence
 
-from policylab.datamodules import OfflineTransitionDataModule
+from policylab.datamodules import OfflineTransitionDataModule, TransitionBatch
 from policylab.losses import (
     decayed_uncertainty_weight,
     ood_uncertainty_loss,
@@ -202,3 +202,85 @@ def test_uncertainty_schedule_keeps_the_papers_decay_exactly():
     for _ in range(1000):
         w = decayed_uncertainty_weight(w, model.uncertainty_decay, 0.1)
     assert w.item() == pytest.approx(1.0 - 1000 * 5e-7, abs=1e-12)
+
+
+def test_critic_and_actor_losses_match_a_direct_transcription_of_the_authors_update():
+    """The module's losses against the authors' tensor layout (tile the batch, then the offsets),
+    written out here with the same random draws in the same order."""
+    torch.manual_seed(0)
+    eps = 0.3  # large offsets and default init: every part well above float32 noise
+    model = RO2O(
+        4,
+        2,
+        sample_size=3,
+        uncertainty_weight=0.7,
+        q_smooth_eps=eps,
+        ood_smooth_eps=eps,
+        policy_smooth_eps=eps,
+        edac_initialization=False,
+        actor_hidden_dims=(16,),
+        critic_hidden_dims=(16,),
+    )
+    b, n, e = 5, 3, 10
+    g = torch.Generator().manual_seed(1)
+    batch = TransitionBatch(
+        torch.randn(b, 4, generator=g),
+        torch.rand(b, 2, generator=g) * 2 - 1,
+        torch.randn(b, generator=g),
+        torch.randn(b, 4, generator=g),
+        (torch.rand(b, generator=g) < 0.3).float(),
+        torch.zeros(b),
+    )
+    alpha = torch.tensor(0.3)
+    torch.manual_seed(2)
+    loss, parts = model.critic_loss(batch, alpha)
+    torch.manual_seed(2)
+    with torch.no_grad():
+        next_action, next_logp = model.actor(batch.next_obs)
+        q_next = (model.critic_target(batch.next_obs, next_action).min(0).values - alpha * next_logp).unsqueeze(-1)
+        y = batch.reward.unsqueeze(-1) + 0.99 * (1 - batch.terminal.unsqueeze(-1)) * q_next
+    q = model.critic(batch.obs, batch.action)
+    td = ((q - y.view(1, -1)) ** 2).mean(dim=1).sum(dim=0)
+    delta = 2 * eps * (torch.rand(n, 4) - 0.5)
+    noised = batch.obs.reshape(-1, 1, 4).repeat(1, n, 1).reshape(-1, 4) + delta.reshape(1, n, 4).repeat(
+        b, 1, 1
+    ).reshape(-1, 4)
+    noised_q = model.critic(noised, batch.action.reshape(b, 1, 2).repeat(1, n, 1).reshape(-1, 2)).reshape(e, b * n, 1)
+    diff = noised_q - q.reshape(e, b, 1).repeat(1, 1, n).reshape(e, -1, 1)
+    smooth = 0.8 * diff.clamp(min=0).square().mean(0) + 0.2 * diff.clamp(max=0).square().mean(0)
+    smooth = smooth.reshape(b, n).max(1).values.mean()
+    delta = 2 * eps * (torch.rand(n, 4) - 0.5)
+    noised = batch.obs.reshape(-1, 1, 4).repeat(1, n, 1).reshape(-1, 4) + delta.reshape(1, n, 4).repeat(
+        b, 1, 1
+    ).reshape(-1, 4)
+    with torch.no_grad():
+        ood_action, _ = model.actor(noised)
+    ood_q = model.critic(noised, ood_action).reshape(e, b * n, 1)
+    ood = torch.nn.functional.mse_loss((ood_q - 0.7 * ood_q.std(0)).detach(), ood_q)
+    # each part on its own: 1e-4 * smooth is far below the TD term's float32 resolution
+    torch.testing.assert_close(parts["td"], td, rtol=1e-5, atol=0)
+    torch.testing.assert_close(parts["q_smooth"], smooth, rtol=1e-5, atol=0)
+    torch.testing.assert_close(parts["ood"], ood, rtol=1e-5, atol=0)
+    torch.testing.assert_close(loss, td + 1e-4 * smooth + 0.1 * ood)
+
+    torch.manual_seed(3)
+    actor_loss, _, policy_smooth = model.actor_loss(batch, alpha)
+    torch.manual_seed(3)
+    mean, log_std = model.actor.mean_and_log_std(batch.obs)
+    u = mean + torch.randn_like(mean) * log_std.exp()
+    logp = Normal(mean, log_std.exp()).log_prob(u).sum(-1) - torch.log(1 - torch.tanh(u).pow(2) + 1e-6).sum(-1)
+    q_loss = (alpha * logp - model.critic(batch.obs, torch.tanh(u)).min(0).values).mean()
+    delta = 2 * eps * (torch.rand(n, 4) - 0.5)
+    noised = batch.obs.reshape(-1, 1, 4).repeat(1, n, 1).reshape(-1, 4) + delta.reshape(1, n, 4).repeat(
+        b, 1, 1
+    ).reshape(-1, 4)
+    mean_p, log_std_p = model.actor.mean_and_log_std(noised)
+    clean = Normal(
+        mean.reshape(-1, 1, 2).repeat(1, n, 1).reshape(-1, 2),
+        log_std.exp().reshape(-1, 1, 2).repeat(1, n, 1).reshape(-1, 2),
+    )
+    noisy = Normal(mean_p, log_std_p.exp())
+    kl = (kl_divergence(clean, noisy).sum(-1) + kl_divergence(noisy, clean).sum(-1)).reshape(b, n)
+    torch.testing.assert_close(policy_smooth, kl.max(1).values.mean(), rtol=1e-5, atol=0)
+    # the authors' log-density adds 1e-6 inside log(1 - tanh^2); policylab's is exact
+    torch.testing.assert_close(actor_loss, q_loss + 1.0 * kl.max(1).values.mean(), rtol=1e-4, atol=1e-4)
