@@ -25,13 +25,11 @@ TINY = [
 
 
 def _scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
-    out: dict[str, list] = {}
-    for events in sorted(run_dir.glob("events.out.tfevents.*")):
-        acc = EventAccumulator(str(events))
-        acc.Reload()
-        for tag in acc.Tags()["scalars"]:
-            out.setdefault(tag, []).extend((e.step, e.value) for e in acc.Scalars(tag))
-    return out
+    """The scalar points TensorBoard shows for a run folder: all its event files in order, with the
+    purges a resumed run writes applied."""
+    acc = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
+    acc.Reload()
+    return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
 
 
 def _ok(result):
