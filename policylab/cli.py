@@ -44,7 +44,7 @@ from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import TensorBoardLogger
 
-from policylab.callbacks import EnvEvaluation, RolloutVideo, StepProgressBar
+from policylab.callbacks import EnvEvaluation, RandomState, RolloutVideo, StepProgressBar
 from policylab.callbacks.checkpoint import AtomicCheckpoint, CheckpointWriteError
 from policylab.config_layers import ConfigLayers, config_values, run_name, with_config_layers
 
@@ -327,9 +327,14 @@ class PolicylabCLI(ConfigLayers, LightningCLI):
             parser.link_arguments(f"data.{name}", f"model.init_args.{name}", apply_on="instantiate")
 
     def _instantiate_trainer(self, config: dict, callbacks: list):
-        """``--trainer.enable_progress_bar false`` also removes policylab's progress bar."""
+        """``--trainer.enable_progress_bar false`` also removes policylab's progress bar. Every run
+        keeps the global random states in its checkpoints (:class:`RandomState`), so that a resume
+        draws what the uninterrupted run drew."""
         if config.get("enable_progress_bar") is False:
             callbacks = [c for c in callbacks if not isinstance(c, StepProgressBar)]
+        configured = config.get("callbacks") or []
+        if not any(isinstance(c, RandomState) for c in [*callbacks, *configured]):
+            callbacks = [*callbacks, RandomState()]
         return super()._instantiate_trainer(config, callbacks)
 
     def parse_arguments(self, parser: LightningArgumentParser, args) -> None:

@@ -43,11 +43,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from lightning.pytorch.callbacks import Callback
-
 FINISHED = "finished.json"
-# Added to every run: the global random states in its checkpoints (see RandomState)
-RANDOM_STATE_CALLBACK = "policylab.sweep.RandomState"
 TAG = "eval/normalized_score"
 
 
@@ -91,8 +87,6 @@ def cli_args(run: Run, out: Path, max_steps: int, sets: list[str], resume: bool)
         folder.name,
         "--trainer.enable_progress_bar",
         "false",
-        "--trainer.callbacks+",
-        RANDOM_STATE_CALLBACK,
     ]
     for item in sets:
         key, _, value = item.partition("=")
@@ -267,48 +261,6 @@ def run_submitit(todo, out: Path, max_steps: int, sets: list[str], options: argp
         if code != 0:
             failed.append(run)
     return failed
-
-
-class RandomState(Callback):
-    """Keeps the global random states (torch CPU and CUDA, numpy, Python) in the checkpoint and
-    restores them on resume, so that a resumed run draws what the uninterrupted run drew.
-
-    Without it a resume restarts the global generators from ``seed_everything``: TD3's target
-    policy noise (``torch.randn_like`` in ``policylab.losses.td3``) and anything else drawn from
-    the global generator then differ from the uninterrupted run after the checkpoint's step
-    (the batch sampler has its own generator, already in the checkpoint)."""
-
-    def state_dict(self) -> dict:
-        import random
-
-        import numpy as np
-        import torch
-
-        kind, keys, pos, has_gauss, gauss = np.random.get_state()
-        state = {
-            "torch": torch.get_rng_state(),
-            "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos)},
-            "numpy_gauss": [int(has_gauss), float(gauss)],
-            "python": [random.getstate()[0], list(random.getstate()[1]), random.getstate()[2]],
-        }
-        if torch.cuda.is_available() and torch.cuda.is_initialized():
-            state["cuda"] = torch.cuda.get_rng_state_all()
-        return state
-
-    def load_state_dict(self, state_dict: dict) -> None:
-        import random
-
-        import numpy as np
-        import torch
-
-        torch.set_rng_state(state_dict["torch"])
-        numpy = state_dict["numpy"]
-        has_gauss, gauss = state_dict["numpy_gauss"]
-        np.random.set_state((numpy["kind"], numpy["keys"].numpy().astype(np.uint32), numpy["pos"], has_gauss, gauss))
-        version, internal, gauss_next = state_dict["python"]
-        random.setstate((version, tuple(internal), gauss_next))
-        if "cuda" in state_dict and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state_dict["cuda"])
 
 
 # ---------------------------------------------------------------------------------------- results

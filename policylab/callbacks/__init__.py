@@ -7,6 +7,7 @@ from policylab.callbacks.generation import GreedyAccuracy
 from policylab.callbacks.images import ImageRewardEvaluation
 from policylab.callbacks.interaction import EnvInteraction, StepRecording
 from policylab.callbacks.progress import StepProgressBar
+from policylab.callbacks.random_state import RandomState
 from policylab.callbacks.snapshots import PolicySnapshots
 from policylab.callbacks.video import RolloutVideo
 
@@ -18,6 +19,7 @@ __all__ = [
     "GreedyAccuracy",
     "ImageRewardEvaluation",
     "PolicySnapshots",
+    "RandomState",
     "RolloutVideo",
     "StepProgressBar",
     "StepRecording",

@@ -17,9 +17,13 @@ class _EndlessSampler:
 
     def __init__(self, buffer: TransitionBuffer, batch_size: int, generator: torch.Generator) -> None:
         self.buffer, self.batch_size, self.generator = buffer, batch_size, generator
+        self.state_before_last: torch.Tensor | None = None
 
     def __iter__(self) -> Iterator[TransitionBatch]:
         while True:
+            # Lightning fetches one batch ahead: a checkpoint after step k has drawn batch k + 1.
+            # The checkpoint keeps the state before that draw, so a resume draws batch k + 1 again.
+            self.state_before_last = self.generator.get_state()
             yield self.buffer.sample(self.batch_size, self.generator)
 
 
@@ -55,6 +59,7 @@ class TransitionDataModule(L.LightningDataModule):
         self._data: dict | None = None
         self._generator: torch.Generator | None = None
         self._generator_state: torch.Tensor | None = None
+        self._sampler: _EndlessSampler | None = None
 
     def _prepare(self) -> dict:
         raise NotImplementedError
@@ -130,7 +135,8 @@ class TransitionDataModule(L.LightningDataModule):
             self._generator.manual_seed((base + 7919 * rank) % 2**63)
             if self._generator_state is not None:
                 self._generator.set_state(self._generator_state)
-        return _EndlessSampler(self.buffer, self.batch_size, self._generator)
+        self._sampler = _EndlessSampler(self.buffer, self.batch_size, self._generator)
+        return self._sampler
 
     def _diagnostic_batches(self, offset: int) -> _FixedBatches:
         buffer = self.buffer.to(self._device())
@@ -147,7 +153,8 @@ class TransitionDataModule(L.LightningDataModule):
     def state_dict(self) -> dict:
         state: dict = {}
         if self._generator is not None:
-            state["generator"] = self._generator.get_state()
+            drawn = self._sampler.state_before_last if self._sampler is not None else None
+            state["generator"] = drawn if drawn is not None else self._generator.get_state()
         if self._data is not None and self.buffer.appended:
             state["appended_rows"] = self.buffer.appended_rows()
             state["appended"] = self.buffer.appended
