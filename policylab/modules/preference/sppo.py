@@ -34,7 +34,8 @@ authors' iterations; the authors train one epoch per iteration over 20k prompts,
 Differences, documented: a prompt whose ``K`` win rates are all equal (every sample judged the
 same) gives no pair and is counted in ``online/dropped_ties`` (the authors' code keeps sample 0
 against sample 0); ``online/score`` logs the mean win rate, which is 1/2 by construction with an
-antisymmetric judge (``online/win_rate_spread`` logs the mean max-minus-min win rate instead).
+antisymmetric judge (``online/win_rate_spread`` logs the mean max-minus-min win rate instead);
+``online/kl`` is 0 by construction (the reference ``pi_t`` is the policy that sampled).
 """
 
 from __future__ import annotations
