@@ -75,6 +75,36 @@ def test_win_rates_without_self_and_bad_judges():
         SPPO(build_model(seed=0), judge=_Table(), beta=0.0)
 
 
+def test_win_rates_travel_with_the_pairs_through_the_store_and_a_checkpoint(tmp_path):
+    write_jsonl([{"prompt": "1+1="}], tmp_path / "prompts.jsonl")
+    tokenizer = build_tokenizer(tmp_path / "tok")
+    dm = OnlinePromptDataModule(str(tmp_path / "prompts.jsonl"), tokenizer, batch_size=2, max_prompt_length=8)
+    rows = torch.tensor([[5, 6, 7], [5, 6, 8], [5, 9, 0]])
+    ones = (rows > 0).long()
+    pairs = {
+        f"{side}_{name}": value
+        for side in ("chosen", "rejected")
+        for name, value in (("input_ids", rows), ("attention_mask", ones), ("completion_mask", ones))
+    }
+    pairs |= {"chosen_score": torch.ones(3), "rejected_score": torch.zeros(3), "prompt_index": torch.zeros(3).long()}
+    pairs |= {"chosen_win_rate": torch.tensor([0.7, 0.8, 0.9]), "rejected_win_rate": torch.tensor([0.3, 0.2, 0.1])}
+    dm.store_iteration(4, pairs)
+    restored = OnlinePromptDataModule(str(tmp_path / "prompts.jsonl"), tokenizer, batch_size=2, max_prompt_length=8)
+    restored.load_state_dict(torch.load(_saved(dm.state_dict(), tmp_path), weights_only=True))
+    batch, again = dm.step_batch(0), restored.step_batch(0)
+    assert set(batch) >= {"chosen_win_rate", "rejected_win_rate"} and batch["chosen_win_rate"].shape == (2,)
+    assert all(torch.equal(batch[k], again[k]) for k in batch)
+    assert torch.allclose(batch["chosen_win_rate"] + batch["rejected_win_rate"], torch.ones(2))  # rows stay matched
+    with pytest.raises(ValueError, match=r"chosen_win_rate must have shape \[3\]"):
+        dm.store_iteration(5, {**pairs, "chosen_win_rate": torch.zeros(2)})
+
+
+def _saved(state, folder):
+    path = folder / "state.pt"
+    torch.save(state, path)
+    return path
+
+
 # ----------------------------------------------------------------------------- the task
 @pytest.fixture(scope="module")
 def addition(tmp_path_factory):
