@@ -107,7 +107,8 @@ def test_rso_raises_the_verifier_score_on_held_out_prompts(addition):
         str(folder / "prompts.jsonl"), tokenizer, prompts_per_iteration=32, batch_size=16, max_prompt_length=8, seed=0
     )
     start = copy.deepcopy(module.reference.state_dict())
-    L.Trainer(max_steps=40, enable_checkpointing=False, **QUIET).fit(module, dm)
+    # every iteration logged (and so its KL estimated)
+    L.Trainer(max_steps=40, enable_checkpointing=False, log_every_n_steps=4, **QUIET).fit(module, dm)
     after = mean_verifier_score(module.policy, tokenizer, held_out)
     print(f"verifier score on held-out prompts: SFT {before:.3f} -> RSO {after:.3f}")
     assert module.judge.calls == 10 * 32 * 16

@@ -375,7 +375,9 @@ class OnlineDPO(LanguageModelModule):
             **self.extra_pair_fields(scores, pairs),
         }
         data.store_iteration(iteration, self._gather(local))
-        kl = self._kl_estimate(rows)
+        # The KL estimate costs a policy and a reference forward over every sample: only where it is logged.
+        logged = self._logs_iteration(iteration)
+        kl = self._kl_estimate(rows) if logged else torch.tensor(float("nan"))
         totals = torch.tensor(
             [
                 float(scores.sum()),
@@ -407,10 +409,10 @@ class OnlineDPO(LanguageModelModule):
             "online/empty_completions": t[9],
             "online/missing_eos": t[10],
         }
-        if self.needs_reference:
+        if self.needs_reference and logged:
             metrics["online/kl"] = t[8] / t[1]
         self.last_iteration_metrics = metrics
-        if self._logs_iteration(iteration):
+        if logged:
             log_evaluation(self.trainer, self, metrics)
             self._log_samples(prompt_of_row, texts, scores, k)
 
