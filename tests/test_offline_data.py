@@ -68,15 +68,18 @@ def test_hdf5_datamodule_normalization_and_sampling(hopper_hdf5, hopper_arrays):
     assert np.isclose(dm.episode_returns.sum(), hopper_arrays["rewards"].sum())
 
 
-def test_sampler_state_resumes_exactly(hopper_hdf5):
+def test_sampler_state_resumes_at_the_prefetched_batch(hopper_hdf5):
+    """Lightning fetches one batch ahead: when the checkpoint of step k is written the sampler has
+    drawn batch k + 1, so the saved state is the one from before that draw and a resumed run draws
+    batch k + 1 again (end to end with Trainer in tests/test_sweep.py)."""
     dm = OfflineTransitionDataModule(str(hopper_hdf5), batch_size=8, seed=3)
     loader = iter(dm.train_dataloader())
-    next(loader)
+    next(loader)  # the batch of step k
+    prefetched = next(loader).obs  # drawn ahead while step k is checkpointed
     state = dm.state_dict()
-    expected = next(loader).obs
     dm2 = OfflineTransitionDataModule(str(hopper_hdf5), batch_size=8, seed=99)
     dm2.load_state_dict(state)
-    torch.testing.assert_close(next(iter(dm2.train_dataloader())).obs, expected)
+    torch.testing.assert_close(next(iter(dm2.train_dataloader())).obs, prefetched)
 
 
 def test_reward_options(hopper_hdf5, hopper_arrays):
