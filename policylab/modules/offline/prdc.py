@@ -16,13 +16,12 @@ from torch import Tensor
 
 from policylab.datamodules.transitions import TransitionBatch
 from policylab.losses.prdc import dataset_constraint_key, prdc_actor_loss
-from policylab.losses.td3 import ensemble_mse_loss, td3_critic_target
-from policylab.modules.base import RLModule, adam, no_param_grads
-from policylab.nn import DeterministicActor, EnsembleCritic, frozen_copy, polyak_update
+from policylab.modules.base import no_param_grads
+from policylab.modules.offline.td3bc import TD3BC
 from policylab.nn.neighbors import ExactNeighbors, KDTreeNeighbors, NeighborSearchKind, neighbor_search, scipy_available
 
 
-class PRDC(RLModule):
+class PRDC(TD3BC):
     """PRDC with the authors' defaults (``LAMDA-RL/PRDC``: ``prdc.py``, ``utils/config.py``,
     README): TD3 (lr 3e-4, tau 0.005, discount 0.99, target noise 0.2 clipped at 0.5, both in
     units of ``max_action``, actor every 2 steps, 256-256 actor and twin critics), ``alpha 2.5``
@@ -44,8 +43,7 @@ class PRDC(RLModule):
     neighbour; every published run uses ``k = 1``).
     """
 
-    counted_optimizer = "critic"
-    compiled_losses = ("critic_loss",)
+    compiled_losses = ("critic_loss",)  # the actor loss searches the dataset (on the host with the KD-tree)
 
     def __init__(
         self,
@@ -82,11 +80,24 @@ class PRDC(RLModule):
                 "PRDC: neighbor_search='kdtree' needs scipy (pip install scipy); "
                 "neighbor_search='exact' finds the same neighbours without it"
             )
-        super().__init__(obs_dim, max_action, policy_freq, compile, compile_mode, cuda_graph)
-        self.actor = DeterministicActor(obs_dim, action_dim, max_action, actor_hidden_dims)
-        self.critic = EnsembleCritic(obs_dim, action_dim, critic_hidden_dims, num_critics=2)
-        self.actor_target = frozen_copy(self.actor)
-        self.critic_target = frozen_copy(self.critic)
+        super().__init__(
+            obs_dim,
+            action_dim,
+            max_action,
+            alpha=alpha,
+            discount=discount,
+            tau=tau,
+            policy_noise=policy_noise,
+            noise_clip=noise_clip,
+            policy_freq=policy_freq,
+            actor_lr=actor_lr,
+            critic_lr=critic_lr,
+            actor_hidden_dims=actor_hidden_dims,
+            critic_hidden_dims=critic_hidden_dims,
+            compile=compile,
+            compile_mode=compile_mode,
+            cuda_graph=cuda_graph,
+        )
         self.action_dim = action_dim
         # The dataset (not a buffer: DDP would broadcast it, checkpoints would hold it).
         self._index: KDTreeNeighbors | ExactNeighbors | None = None
@@ -140,64 +151,21 @@ class PRDC(RLModule):
         neighbor = self._keys[self._index.query(key)]
         return neighbor[:, -self.action_dim :], (neighbor - key).norm(dim=1)
 
-    # ----------------------------------------------------------------- acting and optimizers
-    def named_optimizers(self):
-        hp = self.hparams
-        return {
-            "critic": adam(self.critic.parameters(), hp.critic_lr),
-            "actor": adam(self.actor.parameters(), hp.actor_lr),
-        }
-
-    def policy_action(self, obs: Tensor) -> Tensor:
-        return self.actor(obs)
-
     # ----------------------------------------------------------------- losses
-    def critic_loss(self, batch: TransitionBatch) -> tuple[Tensor, Tensor]:
-        """TD3's clipped double-Q loss on both critic heads; returns (loss, Q(s, a) ``[2, B]``)."""
-        hp = self.hparams
-        target, _ = td3_critic_target(
-            self.actor_target, self.critic_target, batch, hp.discount, hp.policy_noise, hp.noise_clip, self.max_action
-        )
-        q = self.critic(batch.obs, batch.action)
-        return ensemble_mse_loss(q, target), q
-
-    def actor_loss(self, batch: TransitionBatch) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """PRDC's actor loss; returns (loss, lambda, dataset-constraint term, ``d_beta(s, pi(s))``)."""
+    def actor_loss(self, batch: TransitionBatch) -> tuple[Tensor, dict[str, Tensor]]:
+        """PRDC's actor loss; returns (loss, its terms to log: lambda, the dataset-constraint term,
+        ``d_beta(s, pi(s))``). The rest of the step is TD3+BC's."""
         pi = self.actor(batch.obs)
         with no_param_grads(self.critic):
             q_pi = self.critic(batch.obs, pi, members=1)[0]
         neighbor_action, distance = self.nearest_dataset_action(batch.obs, pi)
         loss, lam, constraint = prdc_actor_loss(q_pi, pi, neighbor_action, self.hparams.alpha)
-        return loss, lam, constraint, distance.mean()
-
-    # ----------------------------------------------------------------- one training step
-    def update(self, batch: TransitionBatch, update_actor: bool, log: bool) -> dict[str, Tensor]:
-        critic_loss, q = self.critic_loss(batch)
-        self.step("critic", critic_loss)
-        metrics = {"train/critic_loss": critic_loss, "train/q_mean": q.detach().mean()} if log else {}
-        if update_actor:
-            actor_loss, lam, constraint, distance = self.actor_loss(batch)
-            self.step("actor", actor_loss)
-            polyak_update(self.critic_target, self.critic, self.hparams.tau)
-            polyak_update(self.actor_target, self.actor, self.hparams.tau)
-            if log:
-                metrics.update(
-                    {
-                        "train/actor_loss": actor_loss,
-                        "train/lambda": lam,
-                        "train/dc_loss": constraint,
-                        "train/neighbor_distance": distance,
-                    }
-                )
-        return metrics
+        return loss, {"lambda": lam, "dc_loss": constraint, "neighbor_distance": distance.mean()}
 
     def diagnostics(self, batch: TransitionBatch) -> dict[str, Tensor]:
-        """TD error, Q of the dataset's and of the policy's actions, action MSE, and the policy's
-        distance to the dataset ``d_beta(s, pi(s))`` when the key set is built."""
-        critic_loss, q = self.critic_loss(batch)
-        pi = self.actor(batch.obs)
-        q_policy = self.critic(batch.obs, pi, members=1)
-        out = {**super().diagnostics(batch), "td_loss": critic_loss, "q_data": q.mean(), "q_policy": q_policy.mean()}
+        """TD3+BC's diagnostics and the policy's distance to the dataset ``d_beta(s, pi(s))`` when
+        the key set is built."""
+        out = super().diagnostics(batch)
         if self._index is not None:
-            out["neighbor_distance"] = self.nearest_dataset_action(batch.obs, pi)[1].mean()
+            out["neighbor_distance"] = self.nearest_dataset_action(batch.obs, self.actor(batch.obs))[1].mean()
         return out

@@ -74,13 +74,13 @@ class TD3BC(RLModule):
         q = self.critic(batch.obs, batch.action)
         return ensemble_mse_loss(q, target), q
 
-    def actor_loss(self, batch: TransitionBatch) -> tuple[Tensor, Tensor, Tensor]:
-        """TD3+BC actor loss; returns (loss, lambda, mean squared action error)."""
+    def actor_loss(self, batch: TransitionBatch) -> tuple[Tensor, dict[str, Tensor]]:
+        """TD3+BC actor loss; returns (loss, its terms to log: lambda, mean squared action error)."""
         pi = self.actor(batch.obs)
         with no_param_grads(self.critic):
             q_pi = self.critic(batch.obs, pi, members=1)[0]
         loss, lam = td3bc_actor_loss(q_pi, pi, batch.action, self.hparams.alpha)
-        return loss, lam, (pi.detach() - batch.action).pow(2).mean()
+        return loss, {"lambda": lam, "bc_mse": (pi.detach() - batch.action).pow(2).mean()}
 
     # ----------------------------------------------------------------- one training step
     def update(self, batch: TransitionBatch, update_actor: bool, log: bool) -> dict[str, Tensor]:
@@ -88,12 +88,12 @@ class TD3BC(RLModule):
         self.step("critic", critic_loss)
         metrics = {"train/critic_loss": critic_loss, "train/q_mean": q.detach().mean()} if log else {}
         if update_actor:
-            actor_loss, lam, bc_mse = self.actor_loss(batch)
+            actor_loss, terms = self.actor_loss(batch)
             self.step("actor", actor_loss)
             polyak_update(self.critic_target, self.critic, self.hparams.tau)
             polyak_update(self.actor_target, self.actor, self.hparams.tau)
             if log:
-                metrics.update({"train/actor_loss": actor_loss, "train/lambda": lam, "train/bc_mse": bc_mse})
+                metrics.update({"train/actor_loss": actor_loss, **{f"train/{k}": v for k, v in terms.items()}})
         return metrics
 
     def diagnostics(self, batch: TransitionBatch) -> dict[str, Tensor]:
