@@ -146,24 +146,11 @@ def check_context(ids: list[list[int]], max_new_tokens: int, model: nn.Module, w
             )
 
 
-class HFSampler:
-    """K completions per prompt from a HF causal LM (or a PEFT-wrapped one), with per-token
-    log-probs under the sampling distribution. See the module docstring for what a step does.
-
-    - ``batch_size``: prompts per decoding batch (each batch has ``batch_size * K`` rows);
-      prompts are LEFT padded in a batch, position ids count real tokens only.
-    - Ends a row at an EOS token (the tokenizer's, and the model's ``generation_config`` ones)
-      or when its decoded text contains one of ``stop_strings``: the completion keeps the tokens
-      up to the one that completed the stop string, its text is cut before the stop string.
-      Rows that reach ``max_new_tokens`` first have ``finished=False`` (counted by
-      ``Completions.num_unfinished``; the caller decides: TRL's ``missing_eos_penalty``, drop, keep).
-    - Prompt longer than ``max_prompt_length``: cut from the left and counted
-      (``Completions.num_truncated_prompts``). Prompt + ``max_new_tokens`` longer than the
-      model's ``max_position_embeddings``: :class:`SamplingError` naming the prompt index and
-      the lengths (nothing is cut silently to fit the context).
-    - ``temperature=0``: greedy decoding; its log-probs are then those of the untempered model.
-    - Same ``seed``, prompts and settings (``batch_size`` included): same completions.
-    """
+class SamplingSettings:
+    """What every sampler backend takes and checks: the tokenizer (an object or a name/folder
+    ``AutoTokenizer`` loads), ``max_new_tokens``, ``temperature`` (0: greedy), ``top_p``, ``top_k``
+    (0: off), ``stop_strings``, ``batch_size`` (prompts per batch), ``max_prompt_length``; a bad
+    value stops with a :class:`SamplingError` naming it."""
 
     def __init__(
         self,
@@ -195,9 +182,11 @@ class HFSampler:
         )
         for name, value, ok, want in checks:
             if not ok:
-                raise SamplingError(f"HFSampler {name}={value!r}: must be {want}")
+                raise SamplingError(f"{type(self).__name__} {name}={value!r}: must be {want}")
         if isinstance(stop_strings, str) or any(not isinstance(s, str) or not s for s in stop_strings):
-            raise SamplingError(f"HFSampler stop_strings={stop_strings!r}: must be a list of non-empty strings")
+            raise SamplingError(
+                f"{type(self).__name__} stop_strings={stop_strings!r}: must be a list of non-empty strings"
+            )
         self.tokenizer = tokenizer
         self.max_new_tokens = int(max_new_tokens)
         self.temperature = float(temperature)
@@ -210,6 +199,26 @@ class HFSampler:
         if pad is None:
             raise SamplingError("the tokenizer has neither a pad_token nor an eos_token: set tokenizer.pad_token")
         self.pad_token_id = int(pad)
+
+
+class HFSampler(SamplingSettings):
+    """K completions per prompt from a HF causal LM (or a PEFT-wrapped one), with per-token
+    log-probs under the sampling distribution. See the module docstring for what a step does.
+
+    - ``batch_size``: prompts per decoding batch (each batch has ``batch_size * K`` rows);
+      prompts are LEFT padded in a batch, position ids count real tokens only.
+    - Ends a row at an EOS token (the tokenizer's, and the model's ``generation_config`` ones)
+      or when its decoded text contains one of ``stop_strings``: the completion keeps the tokens
+      up to the one that completed the stop string, its text is cut before the stop string.
+      Rows that reach ``max_new_tokens`` first have ``finished=False`` (counted by
+      ``Completions.num_unfinished``; the caller decides: TRL's ``missing_eos_penalty``, drop, keep).
+    - Prompt longer than ``max_prompt_length``: cut from the left and counted
+      (``Completions.num_truncated_prompts``). Prompt + ``max_new_tokens`` longer than the
+      model's ``max_position_embeddings``: :class:`SamplingError` naming the prompt index and
+      the lengths (nothing is cut silently to fit the context).
+    - ``temperature=0``: greedy decoding; its log-probs are then those of the untempered model.
+    - Same ``seed``, prompts and settings (``batch_size`` included): same completions.
+    """
 
     @torch.no_grad()
     def sample(

@@ -25,7 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from policylab.sampling.completions import Completions, SamplingError
-from policylab.sampling.hf import assemble, check_context, encode_prompts
+from policylab.sampling.hf import SamplingSettings, assemble, check_context, encode_prompts
 
 NEEDS = "VLLMSampler needs vllm and a CUDA GPU: pip install vllm; use HFSampler on CPU"
 
@@ -53,7 +53,7 @@ def merged_weights(model: nn.Module) -> Iterator[dict[str, Tensor]]:
             model.unmerge_adapter()
 
 
-class VLLMSampler:
+class VLLMSampler(SamplingSettings):
     """:class:`~policylab.sampling.hf.HFSampler`'s interface on vLLM (see the module docstring;
     untested until a GPU machine runs it).
 
@@ -85,21 +85,10 @@ class VLLMSampler:
             raise SamplingError(NEEDS) from err
         if not torch.cuda.is_available():
             raise SamplingError(NEEDS)
-        if isinstance(tokenizer, str):
-            from transformers import AutoTokenizer
-
-            tokenizer = AutoTokenizer.from_pretrained(tokenizer)
-        self.tokenizer = tokenizer
-        self.max_new_tokens = int(max_new_tokens)
-        self.temperature = float(temperature)
-        self.top_p = float(top_p)
-        self.top_k = int(top_k)
-        self.stop_strings = tuple(stop_strings)
-        self.batch_size = int(batch_size)
-        self.max_prompt_length = max_prompt_length
+        super().__init__(
+            tokenizer, max_new_tokens, temperature, top_p, top_k, stop_strings, batch_size, max_prompt_length
+        )
         self.sync_on_sample = sync_on_sample
-        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        self.pad_token_id = int(pad)
         self._vllm = vllm
         try:
             # processed_logprobs: log-probs after temperature and top-k/top-p, the distribution sampled
