@@ -38,7 +38,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 from torch.utils.data import DataLoader, IterableDataset
 
-from policylab.datamodules.text import TextDataError, read_numbered_rows
+from policylab.datamodules.text import TextDataError, load_tokenizer, read_numbered_rows, render
 
 #: how the K judged completions of a prompt become pairs
 PAIR_RULES = ("best_vs_worst", "random_pair", "all_pairs")
@@ -183,9 +183,7 @@ class OnlinePromptDataModule(L.LightningDataModule):
         if bad_rows not in ("error", "skip"):
             raise ValueError(f"bad_rows must be 'error' or 'skip', got {bad_rows!r}")
         self.save_hyperparameters(ignore=["tokenizer"])
-        from policylab.datamodules.text import TokenizedTextDataModule
-
-        self.tokenizer = TokenizedTextDataModule._load_tokenizer(tokenizer)
+        self.tokenizer = load_tokenizer(tokenizer)
         self.prompts: list[str] = []
         self.skipped: list[tuple[int, str]] = []
         #: the running iteration (-1: none yet) and its pairs (all ranks), see PAIR_KEYS
@@ -193,15 +191,6 @@ class OnlinePromptDataModule(L.LightningDataModule):
         self.pairs: dict[str, Tensor] = {}
 
     # ----------------------------------------------------------------- prompts
-    def _render(self, text: Any) -> str:
-        if isinstance(text, str):
-            return text
-        if isinstance(text, list) and all(isinstance(m, dict) and "content" in m for m in text):
-            if getattr(self.tokenizer, "chat_template", None):
-                return self.tokenizer.apply_chat_template(text, tokenize=False, add_generation_prompt=True)
-            return "".join(m["content"] for m in text)
-        raise TypeError(f"expected a string or a list of chat messages, got {type(text).__name__}")
-
     def setup(self, stage: str | None = None) -> None:
         if self.prompts:
             return
@@ -212,7 +201,7 @@ class OnlinePromptDataModule(L.LightningDataModule):
             try:
                 if row.get("prompt") is None:
                     raise ValueError("missing column prompt")
-                prompt = self._render(row["prompt"])
+                prompt = render(self.tokenizer, row["prompt"], prompt=True)
                 if not prompt.strip():
                     raise ValueError("empty prompt")
                 length = len(self.tokenizer(prompt).input_ids)

@@ -93,6 +93,38 @@ def read_numbered_rows(path: str | Path) -> tuple[str, list[tuple[int, dict[str,
     return "row", list(enumerate(rows, start=1))
 
 
+def load_tokenizer(tokenizer: Any):
+    """A tokenizer object as it is, or the one ``AutoTokenizer`` loads from a name or folder (a
+    missing local folder is named); the pad token defaults to EOS, and an EOS token is required."""
+    if isinstance(tokenizer, (str, Path)):
+        from transformers import AutoTokenizer
+
+        from policylab.modules.hub import pretrained_source
+
+        try:
+            source = pretrained_source(tokenizer, "tokenizer")
+        except FileNotFoundError as err:
+            raise TextDataError(str(err)) from None
+        tokenizer = AutoTokenizer.from_pretrained(source)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if tokenizer.eos_token_id is None:
+        raise TextDataError("the tokenizer has no EOS token; completions must end with one")
+    return tokenizer
+
+
+def render(tokenizer, text: Any, prompt: bool) -> str:
+    """A string as it is; chat messages through the tokenizer's chat template (a prompt with the
+    generation prompt appended), or joined when the tokenizer has none."""
+    if isinstance(text, str):
+        return text
+    if isinstance(text, list) and all(isinstance(m, dict) and "content" in m for m in text):
+        if getattr(tokenizer, "chat_template", None):
+            return tokenizer.apply_chat_template(text, tokenize=False, add_generation_prompt=prompt)
+        return "".join(m["content"] for m in text)
+    raise TypeError(f"expected a string or a list of chat messages, got {type(text).__name__}")
+
+
 class TokenizedTextDataModule(L.LightningDataModule):
     """What the SFT and preference datamodules share: files, tokenizer, truncation, bad rows,
     loaders. A subclass names its ``columns``, tokenizes a row (:meth:`tokenize_row`) and
@@ -121,42 +153,17 @@ class TokenizedTextDataModule(L.LightningDataModule):
         if max_prompt_length >= max_length:
             raise ValueError(f"max_prompt_length ({max_prompt_length}) must be below max_length ({max_length})")
         self.save_hyperparameters(ignore=["tokenizer"])
-        self.tokenizer = self._load_tokenizer(tokenizer)
+        self.tokenizer = load_tokenizer(tokenizer)
         self.skipped: dict[str, list[tuple[int, str]]] = {}  # split -> (line or row number, reason)
         self.truncated: dict[str, dict[str, int]] = {}  # split -> {"prompts": n, "completions": m}
         self._row_truncated = {"prompts": 0, "completions": 0}
         self._tokenized: dict[str, list[dict]] = {}
         self._attached: list[str] = []  # per-row fields added after loading (attach_values)
 
-    @staticmethod
-    def _load_tokenizer(tokenizer: Any):
-        if isinstance(tokenizer, (str, Path)):
-            from transformers import AutoTokenizer
-
-            from policylab.modules.hub import pretrained_source
-
-            try:
-                source = pretrained_source(tokenizer, "tokenizer")
-            except FileNotFoundError as err:
-                raise TextDataError(str(err)) from None
-            tokenizer = AutoTokenizer.from_pretrained(source)
-        if tokenizer.pad_token_id is None:
-            tokenizer.pad_token = tokenizer.eos_token
-        if tokenizer.eos_token_id is None:
-            raise TextDataError("the tokenizer has no EOS token; completions must end with one")
-        return tokenizer
-
     # ----------------------------------------------------------------- tokenization
     def render(self, text: Any, prompt: bool) -> str:
-        """A string as it is; chat messages through the tokenizer's chat template (a prompt with
-        the generation prompt appended), or joined when the tokenizer has none."""
-        if isinstance(text, str):
-            return text
-        if isinstance(text, list) and all(isinstance(m, dict) and "content" in m for m in text):
-            if getattr(self.tokenizer, "chat_template", None):
-                return self.tokenizer.apply_chat_template(text, tokenize=False, add_generation_prompt=prompt)
-            return "".join(m["content"] for m in text)
-        raise TypeError(f"expected a string or a list of chat messages, got {type(text).__name__}")
+        """:func:`render` with this datamodule's tokenizer."""
+        return render(self.tokenizer, text, prompt)
 
     def check_columns(self, row: dict) -> None:
         missing = [key for key in self.columns if key not in row or row[key] is None]
