@@ -265,16 +265,13 @@ def run_submitit(todo, out: Path, max_steps: int, sets: list[str], options: argp
 
 # ---------------------------------------------------------------------------------------- results
 def scores_of_run(folder: Path, tag: str = TAG) -> dict[int, float]:
-    """``{step: value}`` of ``tag`` over the run's event files (a resumed run's later file wins)."""
+    """``{step: value}`` of ``tag`` as TensorBoard shows the run folder: its event files in order,
+    with the purge a resumed run writes applied (the interrupted run's later points dropped)."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    out: dict[int, float] = {}
-    for events in sorted(folder.glob("events.out.tfevents.*"), key=lambda p: p.stat().st_mtime):
-        acc = EventAccumulator(str(events), size_guidance={"scalars": 0})
-        acc.Reload()
-        if tag in acc.Tags()["scalars"]:
-            out.update({e.step: e.value for e in acc.Scalars(tag)})
-    return out
+    acc = EventAccumulator(str(folder), size_guidance={"scalars": 0})
+    acc.Reload()
+    return {e.step: e.value for e in acc.Scalars(tag)} if tag in acc.Tags()["scalars"] else {}
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
