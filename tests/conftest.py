@@ -35,6 +35,47 @@ def hopper_hdf5(tmp_path_factory, hopper_arrays) -> Path:
     return path
 
 
+def expert_action(obs: np.ndarray) -> np.ndarray:
+    """The toy offline task's expert: ``tanh(s_0:2 - 0.5 s_2:4)``."""
+    return np.tanh(obs[:, :2] - 0.5 * obs[:, 2:4])
+
+
+def write_expert_toy(path: Path, rows: int) -> Path:
+    """The toy offline task as an ``.npz``: observations N(0,1) in 6-D, actions = the expert's plus
+    small noise, reward peaked at the expert's action (both a BC term and a Q term pull an actor
+    toward the expert)."""
+    rng = np.random.default_rng(0)
+    obs = rng.normal(size=(rows, 6)).astype(np.float32)
+    act = np.clip(expert_action(obs) + 0.05 * rng.normal(size=(rows, 2)), -1, 1).astype(np.float32)
+    reward = (1.0 - ((act - expert_action(obs)) ** 2).sum(1) * 5).astype(np.float32)
+    np.savez(
+        path,
+        observations=obs,
+        actions=act,
+        rewards=reward,
+        next_observations=rng.normal(size=(rows, 6)).astype(np.float32),
+        terminals=np.zeros(rows, bool),
+        timeouts=np.zeros(rows, bool),
+    )
+    return path
+
+
+def quiet_trainer(**kwargs):
+    """A CPU Trainer without logger, checkpoints, progress bar, model summary or sanity check."""
+    import lightning as L
+
+    defaults = dict(
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+    )
+    return L.Trainer(**{**defaults, **kwargs})
+
+
 def _write_task(module: str, out: Path, *flags: str) -> Path:
     """``python -m MODULE --out OUT FLAGS`` in this process (one import instead of a new
     interpreter), leaving the random states of the tests as they were."""

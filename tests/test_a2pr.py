@@ -6,6 +6,7 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
+from conftest import expert_action
 
 from policylab.datamodules import OfflineTransitionDataModule
 from policylab.losses import a2pr_value_target, advantage_filtered_vae_loss, advantage_guided_bc_loss
@@ -56,10 +57,6 @@ def test_bc_target_and_weight_follow_the_advantages():
     torch.testing.assert_close(recon.grad, torch.tensor([[-1.6 / 3], [0.0], [0.0]]))
 
 
-def _expert(obs: np.ndarray) -> np.ndarray:
-    return np.tanh(obs[:, :2] - 0.5 * obs[:, 2:4])
-
-
 @pytest.fixture(scope="module")
 def mixed_npz(tmp_path_factory):
     """Half the actions are the expert's (reward near 1), half uniform noise (reward far below):
@@ -68,9 +65,9 @@ def mixed_npz(tmp_path_factory):
     n = 20_000
     obs = rng.normal(size=(n, 6)).astype(np.float32)
     good = rng.random(n) < 0.5
-    act = np.where(good[:, None], _expert(obs) + 0.05 * rng.normal(size=(n, 2)), rng.uniform(-1, 1, size=(n, 2)))
+    act = np.where(good[:, None], expert_action(obs) + 0.05 * rng.normal(size=(n, 2)), rng.uniform(-1, 1, size=(n, 2)))
     act = np.clip(act, -1, 1).astype(np.float32)
-    reward = (1.0 - ((act - _expert(obs)) ** 2).sum(1) * 2).astype(np.float32)
+    reward = (1.0 - ((act - expert_action(obs)) ** 2).sum(1) * 2).astype(np.float32)
     path = tmp_path_factory.mktemp("mixed") / "mixed.npz"
     np.savez(
         path,
@@ -99,7 +96,7 @@ def test_a2pr_learns_the_good_half_of_mixed_data(mixed_npz):
         vae_hidden_dims=(64, 64),
     )
     fixed = dm.buffer.sample(2048, torch.Generator().manual_seed(0))
-    expert = torch.as_tensor(_expert(fixed.obs.numpy()))
+    expert = torch.as_tensor(expert_action(fixed.obs.numpy()))
     mixture_error = (fixed.action - expert).pow(2).mean().item()  # what imitating the data costs
 
     def imitation():

@@ -7,6 +7,7 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
+from conftest import expert_action, quiet_trainer
 
 from policylab.datamodules import OfflineTransitionDataModule
 from policylab.losses import bc_mse_loss, weighted_bc_loss
@@ -60,10 +61,6 @@ def test_top_trajectory_rows_by_hand():
     assert top_trajectory_rows(*rows, top_fraction=1.0).tolist() == list(range(10))
 
 
-def _expert(obs: np.ndarray) -> np.ndarray:
-    return np.tanh(obs[:, :2] - 0.5 * obs[:, 2:4])
-
-
 @pytest.fixture(scope="module")
 def mixed_trajectories(tmp_path_factory):
     """80 trajectories of 100 steps ending in timeouts: the even ones follow the expert (return
@@ -71,7 +68,7 @@ def mixed_trajectories(tmp_path_factory):
     rng = np.random.default_rng(0)
     count, length = 80, 100
     obs = rng.normal(size=(count, length + 1, 6)).astype(np.float32)
-    expert = _expert(obs[:, :-1].reshape(-1, 6)).reshape(count, length, 2)
+    expert = expert_action(obs[:, :-1].reshape(-1, 6)).reshape(count, length, 2)
     good = (np.arange(count) % 2 == 0)[:, None, None]
     act = np.where(good, expert + 0.05 * rng.normal(size=expert.shape), rng.uniform(-1, 1, size=expert.shape))
     act = np.clip(act, -1, 1).astype(np.float32)
@@ -91,18 +88,6 @@ def mixed_trajectories(tmp_path_factory):
     return path, np.repeat(good.reshape(-1), length)
 
 
-def _trainer(steps: int) -> L.Trainer:
-    return L.Trainer(
-        max_steps=steps,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        limit_val_batches=0,
-    )
-
-
 def _imitation_error(model, obs: torch.Tensor, expert: torch.Tensor) -> float:
     with torch.no_grad():
         return (model.actor(obs) - expert).pow(2).mean().item()
@@ -113,10 +98,10 @@ def test_percent_bc_keeps_the_best_trajectories_and_imitates_them(mixed_trajecto
     L.seed_everything(0)
     data = OfflineTransitionDataModule(str(path), batch_size=256, normalize_observations=False).load()
     obs = data.buffer.all().obs.clone()
-    expert = torch.as_tensor(_expert(obs.numpy()))
+    expert = torch.as_tensor(expert_action(obs.numpy()))
     top = BC(data.obs_dim, data.action_dim, data.max_action, top_fraction=0.5, actor_hidden_dims=(64, 64))
     before = _imitation_error(top, obs, expert)
-    _trainer(600).fit(top, datamodule=data)
+    quiet_trainer(limit_val_batches=0, max_steps=600).fit(top, datamodule=data)
     # the filter kept exactly the expert's 40 trajectories, in data order
     kept = data.buffer.all()
     assert len(data.buffer) == good.sum() == 4000
@@ -126,7 +111,7 @@ def test_percent_bc_keeps_the_best_trajectories_and_imitates_them(mixed_trajecto
     L.seed_everything(0)
     everything = OfflineTransitionDataModule(str(path), batch_size=256, normalize_observations=False)
     plain = BC(everything.obs_dim, everything.action_dim, everything.max_action, actor_hidden_dims=(64, 64))
-    _trainer(600).fit(plain, datamodule=everything)
+    quiet_trainer(limit_val_batches=0, max_steps=600).fit(plain, datamodule=everything)
     assert len(everything.buffer) == 8000  # plain BC trains on all of it
     plain_error = _imitation_error(plain, obs, expert)
     assert top_error < 0.02 * before and top_error < 0.1 * plain_error, (before, top_error, plain_error)
@@ -140,7 +125,7 @@ def test_bc_regresses_to_the_mean_action_of_the_data(mixed_trajectories):
     data = OfflineTransitionDataModule(str(path), batch_size=256, val_batches=2, normalize_observations=False)
     model = BC(data.obs_dim, data.action_dim, data.max_action, actor_hidden_dims=(64, 64))
     obs = data.load().buffer.all().obs
-    mean_action = 0.5 * torch.as_tensor(_expert(obs.numpy()))
+    mean_action = 0.5 * torch.as_tensor(expert_action(obs.numpy()))
     trainer = L.Trainer(max_steps=600, logger=False, enable_checkpointing=False, enable_progress_bar=False)
     (before,) = trainer.validate(model, datamodule=data, verbose=False)
     error_before = _imitation_error(model, obs, mean_action)
@@ -155,13 +140,13 @@ def test_the_filter_runs_once_per_buffer(mixed_trajectories):
     path, _ = mixed_trajectories
     data = OfflineTransitionDataModule(str(path), batch_size=64, normalize_observations=False)
     model = BC(data.obs_dim, data.action_dim, data.max_action, top_fraction=0.25, actor_hidden_dims=(8,))
-    _trainer(2).fit(model, datamodule=data)
+    quiet_trainer(limit_val_batches=0, max_steps=2).fit(model, datamodule=data)
     assert len(data.buffer) == 20 * 100
     L.Trainer(logger=False, enable_progress_bar=False).validate(model, datamodule=data, verbose=False)
     assert len(data.buffer) == 20 * 100  # set up again: not the top quarter of the top quarter
     other = BC(data.obs_dim, data.action_dim, data.max_action, top_fraction=0.5, actor_hidden_dims=(8,))
     with pytest.raises(ValueError, match="already filtered"):
-        _trainer(2).fit(other, datamodule=data)
+        quiet_trainer(limit_val_batches=0, max_steps=2).fit(other, datamodule=data)
 
 
 def test_bad_fraction_and_a_counted_optimizer_that_does_not_exist_are_refused(mixed_trajectories):
@@ -174,4 +159,6 @@ def test_bad_fraction_and_a_counted_optimizer_that_does_not_exist_are_refused(mi
     path, _ = mixed_trajectories
     data = OfflineTransitionDataModule(str(path), batch_size=64)
     with pytest.raises(ValueError, match="counted_optimizer is 'critic', not one of its optimizers \\['actor'\\]"):
-        _trainer(2).fit(Misnamed(data.obs_dim, data.action_dim, actor_hidden_dims=(8,)), datamodule=data)
+        quiet_trainer(limit_val_batches=0, max_steps=2).fit(
+            Misnamed(data.obs_dim, data.action_dim, actor_hidden_dims=(8,)), datamodule=data
+        )

@@ -6,6 +6,7 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
+from conftest import expert_action, quiet_trainer, write_expert_toy
 
 from policylab.datamodules import OfflineTransitionDataModule
 from policylab.losses import dataset_constraint_key, prdc_actor_loss
@@ -131,42 +132,9 @@ def test_exact_search_does_not_sync_with_the_host():
 
 
 # ----------------------------------------------------------------------------- learning
-def _expert(obs: np.ndarray) -> np.ndarray:
-    return np.tanh(obs[:, :2] - 0.5 * obs[:, 2:4])
-
-
 @pytest.fixture(scope="module")
 def toy_npz(tmp_path_factory):
-    """tests/test_td3bc.py's toy data: actions = expert(s) + small noise, reward peaked at the expert."""
-    rng = np.random.default_rng(0)
-    n = 10_000
-    obs = rng.normal(size=(n, 6)).astype(np.float32)
-    act = np.clip(_expert(obs) + 0.05 * rng.normal(size=(n, 2)), -1, 1).astype(np.float32)
-    reward = (1.0 - ((act - _expert(obs)) ** 2).sum(1) * 5).astype(np.float32)
-    path = tmp_path_factory.mktemp("toy") / "toy.npz"
-    np.savez(
-        path,
-        observations=obs,
-        actions=act,
-        rewards=reward,
-        next_observations=rng.normal(size=(n, 6)).astype(np.float32),
-        terminals=np.zeros(n, bool),
-        timeouts=np.zeros(n, bool),
-    )
-    return path
-
-
-def _trainer(**kwargs):
-    defaults = dict(
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-    )
-    return L.Trainer(**{**defaults, **kwargs})
+    return write_expert_toy(tmp_path_factory.mktemp("toy") / "toy.npz", rows=10000)
 
 
 def test_prdc_critic_loss_falls_and_actor_imitates(toy_npz):
@@ -182,7 +150,7 @@ def test_prdc_critic_loss_falls_and_actor_imitates(toy_npz):
         critic_hidden_dims=(64, 64),
     )
     fixed = dm.buffer.sample(2048, torch.Generator().manual_seed(0))
-    expert = torch.as_tensor(_expert(fixed.obs.numpy()))
+    expert = torch.as_tensor(expert_action(fixed.obs.numpy()))
     data = dm.buffer.all()
     model.set_dataset(data.obs, data.action)  # fit builds the same key set again at setup
 
@@ -193,12 +161,12 @@ def test_prdc_critic_loss_falls_and_actor_imitates(toy_npz):
             return model.critic_loss(fixed)[0].item(), (pi - expert).pow(2).mean().item(), distance
 
     critic_before, imitation_before, distance_before = measure()
-    _trainer(max_steps=1500).fit(model, datamodule=dm)
+    quiet_trainer(max_steps=1500).fit(model, datamodule=dm)
     critic_after, imitation_after, distance_after = measure()
     assert model.global_step == 1500
     assert critic_after < 0.5 * critic_before, (critic_before, critic_after)
     assert imitation_after < 0.1 * imitation_before and imitation_after < 0.02, (imitation_before, imitation_after)
     # the policy's state-action pairs moved onto the data: d_beta(s, pi(s)) shrank
     assert distance_after < 0.5 * distance_before, (distance_before, distance_after)
-    (val,) = _trainer(max_steps=1).validate(model, datamodule=dm, verbose=False)
+    (val,) = quiet_trainer(max_steps=1).validate(model, datamodule=dm, verbose=False)
     assert val["val/neighbor_distance"] == pytest.approx(distance_after, rel=0.5), val

@@ -4,9 +4,9 @@ and learning on the toy task of tests/test_td3bc.py."""
 import math
 
 import lightning as L
-import numpy as np
 import pytest
 import torch
+from conftest import expert_action, quiet_trainer, write_expert_toy
 from torch.distributions import Normal, kl_divergence
 
 from policylab.datamodules import OfflineTransitionDataModule, TransitionBatch
@@ -116,45 +116,12 @@ def test_online_start_fixes_alpha_u_and_switches_regularizers_off():
 
 
 # ----------------------------------------------------------------------------- learning
-def _expert(obs: np.ndarray) -> np.ndarray:
-    return np.tanh(obs[:, :2] - 0.5 * obs[:, 2:4])
-
-
 @pytest.fixture(scope="module")
 def toy_npz(tmp_path_factory):
-    """tests/test_td3bc.py's toy data: actions = expert(s) + small noise, reward peaked at the expert."""
-    rng = np.random.default_rng(0)
-    n = 10_000
-    obs = rng.normal(size=(n, 6)).astype(np.float32)
-    act = np.clip(_expert(obs) + 0.05 * rng.normal(size=(n, 2)), -1, 1).astype(np.float32)
-    reward = (1.0 - ((act - _expert(obs)) ** 2).sum(1) * 5).astype(np.float32)
-    path = tmp_path_factory.mktemp("toy") / "toy.npz"
-    np.savez(
-        path,
-        observations=obs,
-        actions=act,
-        rewards=reward,
-        next_observations=rng.normal(size=(n, 6)).astype(np.float32),
-        terminals=np.zeros(n, bool),
-        timeouts=np.zeros(n, bool),
-    )
-    return path
+    return write_expert_toy(tmp_path_factory.mktemp("toy") / "toy.npz", rows=10000)
 
 
-def _trainer(**kwargs):
-    defaults = dict(
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-    )
-    return L.Trainer(**{**defaults, **kwargs})
-
-
-def test_ro2o_critic_learns_and_actor_moves_to_the_expert(toy_npz):
+def test_ro2o_critic_learns_and_actor_moves_to_theexpert_action(toy_npz):
     # Small nets, 5 copies, a higher lr and temperature 0.05, without EDAC's near-zero output layer
     # (which holds the actor still for the first few hundred steps): the test's budget is 400 steps.
     L.seed_everything(0)
@@ -175,7 +142,7 @@ def test_ro2o_critic_learns_and_actor_moves_to_the_expert(toy_npz):
         critic_hidden_dims=(32, 32),
     )
     fixed = dm.buffer.sample(2048, torch.Generator().manual_seed(0))
-    expert = torch.as_tensor(_expert(fixed.obs.numpy()))
+    expert = torch.as_tensor(expert_action(fixed.obs.numpy()))
 
     def measure():
         with torch.no_grad():
@@ -183,7 +150,7 @@ def test_ro2o_critic_learns_and_actor_moves_to_the_expert(toy_npz):
             return parts["td"].item(), (model.policy_action(fixed.obs) - expert).pow(2).mean().item()
 
     td_before, imitation_before = measure()
-    _trainer(max_steps=steps).fit(model, datamodule=dm)
+    quiet_trainer(max_steps=steps).fit(model, datamodule=dm)
     td_after, imitation_after = measure()
     assert model.global_step == steps
     assert td_after < 0.5 * td_before, (td_before, td_after)
@@ -191,7 +158,7 @@ def test_ro2o_critic_learns_and_actor_moves_to_the_expert(toy_npz):
     assert imitation_after < 0.5 * imitation_before and imitation_after < 0.25, (imitation_before, imitation_after)
     # alpha_u decayed once per critic update: 1.0 - 400 * 2e-4
     assert model.uncertainty_weight.item() == pytest.approx(0.92, abs=1e-9)  # float64: no drift
-    (val,) = _trainer(max_steps=1).validate(model, datamodule=dm, verbose=False)
+    (val,) = quiet_trainer(max_steps=1).validate(model, datamodule=dm, verbose=False)
     assert val["val/q_std"] >= 0.0 and "val/q_policy" in val
 
 

@@ -1,39 +1,17 @@
 """TD3+BC learns on a tiny task where imitation is checkable; DDP on two CPU processes."""
 
 import lightning as L
-import numpy as np
 import pytest
 import torch
+from conftest import expert_action, quiet_trainer, write_expert_toy
 
 from policylab.datamodules import OfflineTransitionDataModule
 from policylab.modules.offline import TD3BC
 
 
-def _expert(obs: np.ndarray) -> np.ndarray:
-    """The behaviour policy of the toy data: a fixed smooth function of the state."""
-    return np.tanh(obs[:, :2] - 0.5 * obs[:, 2:4])
-
-
 @pytest.fixture(scope="module")
 def toy_npz(tmp_path_factory):
-    """Observations N(0,1) in 6-D, actions = expert(s) + small noise, reward peaked at the expert's
-    action. Both the BC term and the Q term pull the actor toward expert(s)."""
-    rng = np.random.default_rng(0)
-    n = 20_000
-    obs = rng.normal(size=(n, 6)).astype(np.float32)
-    act = np.clip(_expert(obs) + 0.05 * rng.normal(size=(n, 2)), -1, 1).astype(np.float32)
-    reward = (1.0 - ((act - _expert(obs)) ** 2).sum(1) * 5).astype(np.float32)
-    path = tmp_path_factory.mktemp("toy") / "toy.npz"
-    np.savez(
-        path,
-        observations=obs,
-        actions=act,
-        rewards=reward,
-        next_observations=rng.normal(size=(n, 6)).astype(np.float32),
-        terminals=np.zeros(n, bool),
-        timeouts=np.zeros(n, bool),
-    )
-    return path
+    return write_expert_toy(tmp_path_factory.mktemp("toy") / "toy.npz", rows=20000)
 
 
 def _module(dm):
@@ -42,32 +20,19 @@ def _module(dm):
     )
 
 
-def _trainer(**kwargs):
-    defaults = dict(
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-    )
-    return L.Trainer(**{**defaults, **kwargs})
-
-
 def test_td3bc_critic_loss_falls_and_actor_imitates(toy_npz):
     L.seed_everything(0)
     dm = OfflineTransitionDataModule(str(toy_npz), batch_size=256, normalize_observations=False)
     model = _module(dm)
     fixed = dm.buffer.sample(2048, torch.Generator().manual_seed(0))
-    expert = torch.as_tensor(_expert(fixed.obs.numpy()))
+    expert = torch.as_tensor(expert_action(fixed.obs.numpy()))
 
     def measure():
         with torch.no_grad():
             return model.critic_loss(fixed)[0].item(), (model.actor(fixed.obs) - expert).pow(2).mean().item()
 
     critic_before, imitation_before = measure()
-    _trainer(max_steps=1500).fit(model, datamodule=dm)
+    quiet_trainer(max_steps=1500).fit(model, datamodule=dm)
     critic_after, imitation_after = measure()
     assert model.global_step == 1500
     assert critic_after < 0.5 * critic_before, (critic_before, critic_after)
@@ -77,7 +42,7 @@ def test_td3bc_critic_loss_falls_and_actor_imitates(toy_npz):
 def test_td3bc_validate_and_test_report_diagnostics(toy_npz):
     dm = OfflineTransitionDataModule(str(toy_npz), batch_size=128, val_batches=3)
     model = _module(dm)
-    trainer = _trainer(max_steps=5)
+    trainer = quiet_trainer(max_steps=5)
     (val,) = trainer.validate(model, datamodule=dm, verbose=False)
     (test,) = trainer.test(model, datamodule=dm, verbose=False)
     assert {"val/td_loss", "val/q_data", "val/q_policy", "val/action_mse"} <= set(val)
@@ -88,7 +53,7 @@ def test_non_finite_loss_stops_with_name(toy_npz):
     dm = OfflineTransitionDataModule(str(toy_npz), batch_size=64, reward_scale=float("inf"))
     model = _module(dm)
     with pytest.raises(FloatingPointError, match="critic_loss is .*nan|critic_loss is .*inf"):
-        _trainer(max_steps=10, log_every_n_steps=1).fit(model, datamodule=dm)
+        quiet_trainer(max_steps=10, log_every_n_steps=1).fit(model, datamodule=dm)
 
 
 class _RecordRank(L.Callback):
@@ -107,7 +72,7 @@ def test_td3bc_ddp_two_processes(toy_npz, tmp_path):
     dm = OfflineTransitionDataModule(str(toy_npz), batch_size=64)
     model = _module(dm)
     before = torch.cat([p.detach().flatten() for p in model.parameters()]).clone()
-    trainer = _trainer(
+    trainer = quiet_trainer(
         max_steps=20, devices=2, strategy="ddp_spawn_find_unused_parameters_true", callbacks=[_RecordRank(tmp_path)]
     )
     trainer.fit(model, datamodule=dm)
