@@ -76,6 +76,57 @@ def quiet_trainer(**kwargs):
     return L.Trainer(**{**defaults, **kwargs})
 
 
+@pytest.fixture(scope="session")
+def addition(tmp_path_factory):
+    """The online methods' task: single-digit sums, 70 problems to train on and 30 held out; an SFT
+    model of 30% right answers (the rest off by a little), trained once for 500 steps. Returns
+    (folder with sft.jsonl and prompts.jsonl, tokenizer, SFT policy, held-out prompts); tests
+    train copies of the policy."""
+    import lightning as L
+
+    from policylab.datamodules import SFTDataModule
+    from policylab.modules.preference import SFT
+    from policylab.tasks.arithmetic import AdditionTask, build_model, build_tokenizer, write_jsonl
+
+    folder = tmp_path_factory.mktemp("addition")
+    tokenizer = build_tokenizer(folder / "tok")
+    problems = [f"{a}+{b}=" for a in range(10) for b in range(10)]
+    order = torch.randperm(100, generator=torch.Generator().manual_seed(0)).tolist()
+    train, held_out = [problems[i] for i in order[:70]], [problems[i] for i in order[70:]]
+    task = AdditionTask(max_operand=9, seed=0)
+    write_jsonl([r for r in task.sft_rows(4000, correct_fraction=0.3) if r["prompt"] in train], folder / "sft.jsonl")
+    write_jsonl([{"prompt": p} for p in train], folder / "prompts.jsonl")
+    L.seed_everything(0)
+    sft = SFT(build_model(seed=0), lr=3e-3)
+    dm = SFTDataModule(str(folder / "sft.jsonl"), tokenizer, batch_size=64, max_length=12, max_prompt_length=6)
+    quiet_trainer(max_steps=500).fit(sft, dm)
+    return folder, tokenizer, sft.policy, held_out
+
+
+def mean_verifier_score(policy, tokenizer, prompts, samples=8, seed=123):
+    """Mean verifier score of sampled answers (temperature 1, seeded) to ``prompts``."""
+    from policylab.tasks.arithmetic import is_correct
+
+    side, tokenizer.padding_side = tokenizer.padding_side, "left"
+    try:
+        tokens = tokenizer(prompts, return_tensors="pt", padding=True)
+        with torch.no_grad(), torch.random.fork_rng():
+            torch.manual_seed(seed)
+            out = policy.eval().generate(
+                **tokens,
+                do_sample=True,
+                max_new_tokens=4,
+                num_return_sequences=samples,
+                pad_token_id=tokenizer.pad_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+            )
+        texts = tokenizer.batch_decode(out[:, tokens["input_ids"].shape[1] :], skip_special_tokens=True)
+    finally:
+        tokenizer.padding_side = side
+    repeated = [p for p in prompts for _ in range(samples)]
+    return sum(is_correct(p, t) for p, t in zip(repeated, texts)) / len(texts)
+
+
 def _write_task(module: str, out: Path, *flags: str) -> Path:
     """``python -m MODULE --out OUT FLAGS`` in this process (one import instead of a new
     interpreter), leaving the random states of the tests as they were."""

@@ -10,13 +10,14 @@ import torch
 
 pytest.importorskip("transformers", reason="the language-model extras (pip install -e '.[lm]')")
 import lightning as L  # noqa: E402
+from conftest import mean_verifier_score  # noqa: E402
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint  # noqa: E402
 
-from policylab.datamodules import OnlinePromptDataModule, SFTDataModule  # noqa: E402
+from policylab.datamodules import OnlinePromptDataModule  # noqa: E402
 from policylab.datamodules.online import build_pairs  # noqa: E402
 from policylab.judges import VerifierJudge  # noqa: E402
-from policylab.modules.preference import SFT, OnlineDPO  # noqa: E402
-from policylab.tasks.arithmetic import AdditionTask, build_model, build_tokenizer, is_correct, write_jsonl  # noqa: E402
+from policylab.modules.preference import OnlineDPO  # noqa: E402
+from policylab.tasks.arithmetic import build_model, build_tokenizer, is_correct, write_jsonl  # noqa: E402
 
 QUIET = dict(logger=False, enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0)
 
@@ -114,51 +115,6 @@ def test_bad_settings_are_named():
 
 
 # ----------------------------------------------------------------------------- the task
-@pytest.fixture(scope="module")
-def addition(tmp_path_factory):
-    """Single-digit sums: 70 problems to train on, 30 held out; an SFT model of 30% right answers
-    (the rest off by a little), trained here for 500 steps."""
-    folder = tmp_path_factory.mktemp("online")
-    tokenizer = build_tokenizer(folder / "tok")
-    problems = [f"{a}+{b}=" for a in range(10) for b in range(10)]
-    order = torch.randperm(100, generator=torch.Generator().manual_seed(0)).tolist()
-    train, held_out = [problems[i] for i in order[:70]], [problems[i] for i in order[70:]]
-    task = AdditionTask(max_operand=9, seed=0)
-    rows = []
-    for row in task.sft_rows(4000, correct_fraction=0.3):
-        if row["prompt"] in train:
-            rows.append(row)
-    write_jsonl(rows, folder / "sft.jsonl")
-    write_jsonl([{"prompt": p} for p in train], folder / "prompts.jsonl")
-    L.seed_everything(0)
-    sft = SFT(build_model(seed=0), lr=3e-3)
-    dm = SFTDataModule(str(folder / "sft.jsonl"), tokenizer, batch_size=64, max_length=12, max_prompt_length=6)
-    L.Trainer(max_steps=500, enable_checkpointing=False, **QUIET).fit(sft, dm)
-    return folder, tokenizer, sft.policy, held_out
-
-
-def _mean_verifier_score(policy, tokenizer, prompts, samples=8, seed=123):
-    """Mean verifier score of sampled answers (temperature 1) to ``prompts``."""
-    side, tokenizer.padding_side = tokenizer.padding_side, "left"
-    try:
-        tokens = tokenizer(prompts, return_tensors="pt", padding=True)
-        with torch.no_grad(), torch.random.fork_rng():
-            torch.manual_seed(seed)
-            out = policy.eval().generate(
-                **tokens,
-                do_sample=True,
-                max_new_tokens=4,
-                num_return_sequences=samples,
-                pad_token_id=tokenizer.pad_token_id,
-                eos_token_id=tokenizer.eos_token_id,
-            )
-        texts = tokenizer.batch_decode(out[:, tokens["input_ids"].shape[1] :], skip_special_tokens=True)
-    finally:
-        tokenizer.padding_side = side
-    repeated = [p for p in prompts for _ in range(samples)]
-    return sum(is_correct(p, t) for p, t in zip(repeated, texts)) / len(texts)
-
-
 def _online(folder, tokenizer, policy, **kwargs):
     settings = dict(
         judge=VerifierJudge(is_correct),
@@ -180,11 +136,11 @@ def _online(folder, tokenizer, policy, **kwargs):
 
 def test_online_dpo_raises_the_verifier_score_on_held_out_prompts(addition):
     folder, tokenizer, policy, held_out = addition
-    before = _mean_verifier_score(policy, tokenizer, held_out)
+    before = mean_verifier_score(policy, tokenizer, held_out)
     L.seed_everything(0)
     module, dm = _online(folder, tokenizer, policy)
     L.Trainer(max_steps=40, enable_checkpointing=False, **QUIET).fit(module, dm)
-    after = _mean_verifier_score(module.policy, tokenizer, held_out)
+    after = mean_verifier_score(module.policy, tokenizer, held_out)
     print(f"verifier score on held-out prompts: SFT {before:.3f} -> online DPO {after:.3f}")
     assert module.judge.calls == 20 * 32 * 4  # 20 iterations of 32 prompts x 4 samples
     metrics = module.last_iteration_metrics

@@ -10,7 +10,7 @@ import torch
 
 pytest.importorskip("transformers", reason="the language-model extras (pip install -e '.[lm]')")
 import lightning as L  # noqa: E402
-import test_sppo  # noqa: E402 - tests/ is on sys.path under pytest
+from conftest import mean_verifier_score  # noqa: E402
 
 from policylab.datamodules import OnlinePromptDataModule  # noqa: E402
 from policylab.judges import VerifierJudge  # noqa: E402
@@ -18,8 +18,6 @@ from policylab.modules.preference import RSO  # noqa: E402
 from policylab.modules.preference.rso import statistical_rejection_sampling  # noqa: E402
 from policylab.tasks.arithmetic import build_model, is_correct  # noqa: E402
 
-addition = test_sppo.addition  # the SFT model fixture (its own copy per module)
-mean_verifier_score = test_sppo.mean_verifier_score
 QUIET = dict(logger=False, enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0)
 
 
