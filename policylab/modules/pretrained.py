@@ -19,6 +19,7 @@ What every such method shares, so that a method file holds only its update:
 
 from __future__ import annotations
 
+import functools
 import inspect
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,21 @@ def _plain(value: Any) -> bool:
     return False
 
 
+@functools.cache
+def accepted_arguments(cls: type) -> frozenset[str] | None:
+    """The argument names ``cls(...)`` accepts when its ``__init__`` passes ``**kwargs`` on to a
+    parent's: resolved as LightningCLI does (jsonargparse follows ``super().__init__(..., **kwargs)``
+    and leaves out what the subclass fixes there). None when ``__init__`` takes no ``**kwargs``."""
+    parameters = inspect.signature(cls.__init__).parameters.values()
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        return None
+    from jsonargparse import ArgumentParser
+
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_class_arguments(cls, "init")
+    return frozenset(a.dest.split(".", 1)[1] for a in parser._actions if a.dest.count(".") == 1)
+
+
 class PretrainedModule(L.LightningModule):
     """Base of the pretrained-model families (see the module docstring for the contract)."""
 
@@ -62,12 +78,16 @@ class PretrainedModule(L.LightningModule):
     def record_hyperparameters(self) -> None:
         """``save_hyperparameters()`` of the calling ``__init__`` (and the subclass ``__init__``
         calls above it), without arguments that are objects (a model passed as a module):
-        those must be passed again to ``load_from_checkpoint``."""
+        those must be passed again to ``load_from_checkpoint``. A subclass that passes
+        ``**kwargs`` on records what it accepts: a parent's argument that it fixes (SPPO's
+        ``pair_rule``) is left out, so ``load_from_checkpoint`` can rebuild it."""
         frame = inspect.currentframe().f_back
         arguments: dict[str, Any] = {}
         for local in collect_init_args(frame, [], classes=(HyperparametersMixin,)):
             arguments.update(local)
-        self.save_hyperparameters(ignore=[k for k, v in arguments.items() if not _plain(v)], frame=frame)
+        accepted = accepted_arguments(type(self))
+        ignore = [k for k, v in arguments.items() if not _plain(v) or (accepted is not None and k not in accepted)]
+        self.save_hyperparameters(ignore=ignore, frame=frame)
 
     def frozen_modules(self) -> list[nn.Module]:
         """The submodules named in ``frozen_parts`` that exist."""

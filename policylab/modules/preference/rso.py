@@ -107,7 +107,9 @@ class RSO(OnlineDPO):
             rewards are dropped and counted.
         loss_type: ``hinge`` (hinge-norm, the paper's choice) or ``sigmoid`` (sigmoid-norm), or any
             registry entry; ``beta``: the loss's ``gamma`` (TRL: 0.1; hinge margin ``1 / beta``).
-        Sampling, iteration and optimizer settings: as :class:`~policylab.modules.preference.OnlineDPO`.
+        temperature: sampling temperature of the candidates (1: exact draws of ``pi_sft``).
+        kwargs: the other sampling, iteration and optimizer settings of
+            :class:`~policylab.modules.preference.OnlineDPO`.
     """
 
     def __init__(
@@ -120,21 +122,8 @@ class RSO(OnlineDPO):
         pairing: str = "disjoint",
         loss_type: str = "hinge",
         beta: float = 0.1,
-        loss_kwargs: dict[str, float] | None = None,
-        generate_every_n_steps: int = 1,
-        max_new_tokens: int = 64,
         temperature: float = 1.0,
-        top_p: float = 1.0,
-        top_k: int = 0,
-        stop_strings: list[str] | None = None,
-        generation_batch_size: int = 64,
-        sampler: str = "hf",
-        sampler_kwargs: dict[str, Any] | None = None,
-        num_sample_texts: int = 4,
-        lora: dict[str, Any] | None = None,
-        disable_dropout: bool = True,
-        lr: float = 5e-7,
-        weight_decay: float = 0.0,
+        **kwargs: Any,
     ) -> None:
         if pairing not in RSO_PAIRINGS:
             raise ValueError(f"pairing must be one of {', '.join(RSO_PAIRINGS)}, got {pairing!r}")
@@ -151,24 +140,11 @@ class RSO(OnlineDPO):
             judge=judge,
             loss_type=loss_type,
             beta=beta,
-            loss_kwargs=loss_kwargs,
             num_generations=num_candidates,
             pair_rule="best_vs_worst" if pairing == "disjoint" else pairing,
-            generate_every_n_steps=generate_every_n_steps,
-            max_new_tokens=max_new_tokens,
             temperature=temperature,
-            top_p=top_p,
-            top_k=top_k,
-            stop_strings=stop_strings,
-            generation_batch_size=generation_batch_size,
-            sampler=sampler,
-            sampler_kwargs=sampler_kwargs,
             reference_update="fixed",
-            num_sample_texts=num_sample_texts,
-            lora=lora,
-            disable_dropout=disable_dropout,
-            lr=lr,
-            weight_decay=weight_decay,
+            **kwargs,
         )
         if not self.needs_reference:
             raise ValueError(f"RSO samples from the SFT reference: loss_type {loss_type!r} has none")

@@ -65,8 +65,9 @@ class SPPO(OnlineDPO):
         loss_type: ``sppo`` (the regression above); another registry entry trains on the same
             best/worst pairs (e.g. ``sigmoid``: iterative DPO with a pairwise judge).
         reference_update: ``previous_iterate`` (SPPO's pi_t); ``fixed`` / ``ema`` for ablations.
-        Sampling, iteration and optimizer settings: as :class:`~policylab.modules.preference.OnlineDPO`
-        (the authors: temperature 0.7, top_p 0.9, lr 5e-7).
+        temperature, top_p: the authors' vLLM sampling (0.7, 0.9).
+        kwargs: the other sampling, iteration and optimizer settings of
+            :class:`~policylab.modules.preference.OnlineDPO` (the authors' lr is its 5e-7).
     """
 
     def __init__(
@@ -77,24 +78,10 @@ class SPPO(OnlineDPO):
         num_generations: int = 5,
         include_self: bool = True,
         loss_type: str = "sppo",
-        loss_kwargs: dict[str, float] | None = None,
-        generate_every_n_steps: int = 1,
-        max_new_tokens: int = 64,
         temperature: float = 0.7,
         top_p: float = 0.9,
-        top_k: int = 0,
-        stop_strings: list[str] | None = None,
-        generation_batch_size: int = 64,
-        sampler: str = "hf",
-        sampler_kwargs: dict[str, Any] | None = None,
         reference_update: str = "previous_iterate",
-        ref_alpha: float = 0.6,
-        ref_update_every: int = 512,
-        num_sample_texts: int = 4,
-        lora: dict[str, Any] | None = None,
-        disable_dropout: bool = True,
-        lr: float = 5e-7,
-        weight_decay: float = 0.0,
+        **kwargs: Any,
     ) -> None:
         if beta <= 0:
             raise ValueError(f"beta (1/eta of SPPO) must be > 0, got {beta}")
@@ -103,26 +90,12 @@ class SPPO(OnlineDPO):
             judge=judge,
             loss_type=loss_type,
             beta=beta,
-            loss_kwargs=loss_kwargs,
             num_generations=num_generations,
             pair_rule="best_vs_worst",
-            generate_every_n_steps=generate_every_n_steps,
-            max_new_tokens=max_new_tokens,
             temperature=temperature,
             top_p=top_p,
-            top_k=top_k,
-            stop_strings=stop_strings,
-            generation_batch_size=generation_batch_size,
-            sampler=sampler,
-            sampler_kwargs=sampler_kwargs,
             reference_update=reference_update,
-            ref_alpha=ref_alpha,
-            ref_update_every=ref_update_every,
-            num_sample_texts=num_sample_texts,
-            lora=lora,
-            disable_dropout=disable_dropout,
-            lr=lr,
-            weight_decay=weight_decay,
+            **kwargs,
         )
 
     @staticmethod
