@@ -1,5 +1,6 @@
-"""Offline-to-online in one run: the online phase appends to the offline buffer, and a run killed
-during it resumes with everything it had collected."""
+"""Offline-to-online in one run: the online phase appends to the offline buffer (or, online_only,
+trains on the collected rows alone after a policy warm-up, as RO2O), and a run killed during it
+resumes with everything it had collected."""
 
 import signal
 import subprocess
@@ -7,11 +8,13 @@ import sys
 import time
 
 import lightning as L
+import pytest
 import torch
 from conftest import ROOT, run_cli
 
 from policylab.callbacks import EnvInteraction
 from policylab.datamodules import OfflineTransitionDataModule
+from policylab.datamodules.transitions import TransitionBuffer
 from policylab.modules import TD3BC
 
 SMALL_A2PR = [
@@ -125,3 +128,63 @@ def test_run_killed_in_the_online_phase_resumes_with_its_buffer(tmp_path):
     )
     for key in ("obs_normalizer.mean", "obs_normalizer.std"):
         torch.testing.assert_close(after["state_dict"][key], before["state_dict"][key], rtol=0, atol=0)
+
+
+def test_online_only_buffer_samples_collected_rows_once_there_are_any():
+    rng = torch.Generator().manual_seed(0)
+    initial = {
+        "obs": torch.zeros(50, 3).numpy(),
+        "action": torch.zeros(50, 1).numpy(),
+        "reward": torch.zeros(50).numpy(),
+        "next_obs": torch.zeros(50, 3).numpy(),
+        "terminal": torch.zeros(50).numpy(),
+        "timeout": torch.zeros(50).numpy(),
+    }
+    buffer = TransitionBuffer(initial, capacity=50 + 4)
+    buffer.online_only = True
+    assert torch.equal(buffer.sample(64, rng).reward, torch.zeros(64))  # nothing collected yet: the dataset
+    for value in (1.0, 2.0, 3.0, 4.0, 5.0, 6.0):  # 6 rows into a FIFO of 4: 3, 4, 5, 6 remain
+        buffer.add(obs=[[0, 0, 0]], action=[[0]], reward=[value], next_obs=[[0, 0, 0]], terminal=[0], timeout=[0])
+    rewards = buffer.sample(2000, rng).reward
+    assert set(rewards.tolist()) == {3.0, 4.0, 5.0, 6.0}
+    buffer.online_only = False
+    assert 0.0 in set(buffer.sample(2000, rng).reward.tolist())
+
+
+def test_online_only_needs_room_for_the_collected_rows(hopper_hdf5):
+    with pytest.raises(ValueError, match="online_capacity"):
+        OfflineTransitionDataModule(str(hopper_hdf5), online_only=True)
+
+
+class _CountingExplore(TD3BC):
+    explore_calls = 0
+
+    def explore(self, obs, noise_std, generator=None):
+        self.explore_calls += 1
+        return super().explore(obs, noise_std, generator)
+
+    def on_online_start(self):
+        self.explore_calls = 0
+
+
+def test_policy_warmup_collects_with_the_policy_before_the_first_online_update(hopper_hdf5):
+    L.seed_everything(0)
+    dm = OfflineTransitionDataModule(str(hopper_hdf5), batch_size=64, online_capacity=100, online_only=True).load()
+    offline = len(dm.buffer)
+    model = _CountingExplore(
+        dm.obs_dim, dm.action_dim, dm.max_action, actor_hidden_dims=(32, 32), critic_hidden_dims=(32, 32)
+    )
+    interaction = EnvInteraction(start_step=20, random_steps=30, warmup_actions="policy", seed=3)
+    trainer = L.Trainer(
+        max_steps=40,
+        logger=False,
+        enable_checkpointing=False,
+        callbacks=[interaction],
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+    )
+    trainer.fit(model, dm)
+    # 30 warm-up steps by the policy, then one per update for steps 20..39: every one by the policy
+    assert interaction.env_steps == 30 + 20 == model.explore_calls
+    assert len(dm.buffer) == offline + 50 and dm.buffer.appended == 50

@@ -53,9 +53,10 @@ class EnvInteraction(Callback):
     every gradient step and append the transitions to the datamodule's buffer.
 
     - Before the first of these, the module's ``on_online_start()`` hook runs (a method may
-      change its regularization there) and ``random_steps`` steps with uniform random actions
-      fill the buffer (SAC's warm-up); with ``start_step = 0`` this happens before the first
-      batch is drawn.
+      change its regularization there) and ``random_steps`` warm-up steps fill the buffer
+      before any online update: uniform random actions (``warmup_actions: random``, SAC's
+      warm-up) or the policy's exploration actions (``policy``, RO2O's ``train_starts``); with
+      ``start_step = 0`` this happens before the first batch is drawn.
     - Actions come from ``pl_module.exploration_action``: deterministic actors add Gaussian noise
       of ``exploration_noise * max_action``, stochastic actors sample.
     - Time limits are stored as timeouts, never as terminals, so bootstrapping continues.
@@ -69,7 +70,9 @@ class EnvInteraction(Callback):
     Args:
         start_step: the training step at which collection starts (the offline steps before
             finetuning; 0 for online RL).
-        random_steps: uniform-random warm-up steps before the first policy step.
+        random_steps: warm-up env steps collected before the first online gradient step.
+        warmup_actions: what acts in the warm-up: ``random`` (uniform actions) or ``policy``
+            (``pl_module.explore``, as every later step).
         env_steps_per_update: env steps per gradient step.
         exploration_noise: noise scale for deterministic actors, in units of ``max_action``.
         env_id: the env to collect in (default: the datamodule's ``env_id``).
@@ -86,8 +89,12 @@ class EnvInteraction(Callback):
         env_id: str | None = None,
         seed: int = 0,
         record: bool = False,
+        warmup_actions: str = "random",
     ) -> None:
         super().__init__()
+        if warmup_actions not in ("random", "policy"):
+            raise ValueError(f"warmup_actions must be 'random' or 'policy', got {warmup_actions!r}")
+        self.warmup_actions = warmup_actions
         if start_step < 0 or random_steps < 0 or env_steps_per_update < 1 or exploration_noise < 0:
             raise ValueError(
                 "EnvInteraction needs start_step >= 0, random_steps >= 0, env_steps_per_update >= 1 and "
@@ -172,7 +179,15 @@ class EnvInteraction(Callback):
         if hook is not None:
             hook()
         while self.env_steps < self.random_steps:
-            self._step(trainer, self._env.action_space.sample().astype(np.float32))
+            if self.warmup_actions == "policy":
+                self._policy_step(trainer, pl_module)
+            else:
+                self._step(trainer, self._env.action_space.sample().astype(np.float32))
+
+    def _policy_step(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        normalized = ((self._obs - self._obs_mean) / self._obs_std).astype(np.float32)
+        action = pl_module.explore(normalized[None], self.exploration_noise, self._generator)[0]
+        self._step(trainer, action.astype(np.float32))
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
         if trainer.global_step < self.start_step:
@@ -180,9 +195,7 @@ class EnvInteraction(Callback):
         if not self._online:
             self._begin_online(trainer, pl_module)
         for _ in range(self.env_steps_per_update):
-            normalized = ((self._obs - self._obs_mean) / self._obs_std).astype(np.float32)
-            action = pl_module.explore(normalized[None], self.exploration_noise, self._generator)[0]
-            self._step(trainer, action.astype(np.float32))
+            self._policy_step(trainer, pl_module)
 
     def _log_episode(self, trainer: L.Trainer) -> None:
         metrics = {

@@ -43,7 +43,11 @@ class OfflineTransitionDataModule(TransitionDataModule):
         max_episode_steps: episode length used where the data has no ``timeouts``.
         val_batches: batches the ``validate``/``test`` loops draw for offline diagnostics.
         online_capacity: rows reserved for transitions collected online (offline-to-online
-            finetuning appends them next to the dataset; see ``EnvInteraction``).
+            finetuning appends them next to the dataset; see ``EnvInteraction``); beyond it the
+            oldest collected rows are overwritten (FIFO), never the dataset's.
+        online_only: once online collection has begun, batches come from the collected rows
+            alone (RO2O's finetuning: a fresh FIFO buffer of ``online_capacity`` rows, the
+            offline data left out); default: dataset and collected rows mixed in one buffer.
         seed: seed of the sampling generator (default: derived from the global seed and rank).
         clip_actions: clip dataset actions outside the bound to it (the count is reported)
             instead of refusing the data.
@@ -71,6 +75,7 @@ class OfflineTransitionDataModule(TransitionDataModule):
         max_episode_steps: int = 1000,
         val_batches: int = 10,
         online_capacity: int = 0,
+        online_only: bool = False,
         seed: int | None = None,
         clip_actions: bool = False,
     ) -> None:
@@ -81,6 +86,9 @@ class OfflineTransitionDataModule(TransitionDataModule):
         self.reward_normalization, self.reward_scale, self.reward_bias = reward_normalization, reward_scale, reward_bias
         self._env_id, self._action_bound, self.download = env_id, action_bound, download
         self.max_episode_steps, self.online_capacity = max_episode_steps, online_capacity
+        if online_only and online_capacity <= 0:
+            raise ValueError("online_only trains on the rows collected online: give online_capacity > 0 rows for them")
+        self.online_only = online_only
         self.clip_actions = clip_actions
 
     # ----------------------------------------------------------------- loading
@@ -155,9 +163,11 @@ class OfflineTransitionDataModule(TransitionDataModule):
         transitions["reward"] = (transitions["reward"] * (factor * self.reward_scale) + self.reward_bias).astype(
             np.float32
         )
+        buffer = TransitionBuffer(transitions, capacity=len(transitions["obs"]) + self.online_capacity)
+        buffer.online_only = self.online_only
         return {
             "location": location,
-            "buffer": TransitionBuffer(transitions, capacity=len(transitions["obs"]) + self.online_capacity),
+            "buffer": buffer,
             "obs_mean": mean,
             "obs_std": std,
             "episode_returns": returns,

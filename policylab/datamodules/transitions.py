@@ -76,6 +76,8 @@ class TransitionBuffer:
     ``index_select`` on the device: no worker processes, no per-sample Python, no host copy.
     Online methods append with :meth:`add`; rows beyond ``capacity`` overwrite the oldest
     *appended* rows first (a ring over the appended part), so the initial (offline) rows stay.
+    With ``online_only`` set, batches come from the appended rows alone once there are any
+    (a finetuning buffer of its own, FIFO over ``capacity - initial rows``, as RO2O's).
 
     Args:
         transitions: the initial rows (arrays named as in :data:`TRANSITION_FIELDS`), or None.
@@ -105,6 +107,7 @@ class TransitionBuffer:
         self.data[: self.initial_size] = initial
         self.size = self.initial_size  # rows in use
         self.appended = 0  # rows ever appended (the ring position is derived from it)
+        self.online_only = False  # sample only appended rows once there are any
 
     def rows(self, obs, action, reward, next_obs, terminal, timeout) -> Tensor:
         """Pack transitions (numpy or tensors, leading batch dimension) into buffer rows."""
@@ -162,7 +165,8 @@ class TransitionBuffer:
     def sample(self, batch_size: int, generator: torch.Generator | None = None) -> TransitionBatch:
         if self.size == 0:
             raise RuntimeError("cannot sample from an empty transition buffer: collect transitions first")
-        index = torch.randint(self.size, (batch_size,), device=self.device, generator=generator)
+        low = self.initial_size if self.online_only and self.size > self.initial_size else 0
+        index = torch.randint(low, self.size, (batch_size,), device=self.device, generator=generator)
         return self._split(self.data.index_select(0, index))
 
     def all(self) -> TransitionBatch:
