@@ -258,5 +258,17 @@ PAIRWISE_LOSSES: dict[str, PairwiseLoss] = {
             hyperparameters={"epsilon": 1e-3},
             check=_check_epsilon,
         ),
+        PairwiseLoss(
+            # Maximum likelihood of the chosen response only, the rejected one unused (no negative
+            # gradient): offline on fixed pairs it is Pref-FT, online with best_vs_worst pairs it is
+            # iterated best-of-n SFT. TRL's value: the chosen tokens' NLL averaged over all chosen
+            # tokens of the batch, here as per-pair terms -log pi(y_w) / mean(|y_w|) whose mean it is.
+            "sft",
+            lambda s, beta: -s.chosen / s.tokens()[0].mean(),
+            paper="NLL of the chosen response (TRL's loss_type 'sft'; Pref-FT / best-of-n SFT in Tajwar et al., "
+            "2024, arXiv:2404.14367); beta unused",
+            reference=False,
+            length_normalized=True,
+        ),
     )
 }
