@@ -29,6 +29,7 @@ import torch
 from torch import Tensor
 
 from policylab.losses import preference as P
+from policylab.losses.inpo import inpo_loss
 
 
 @dataclass
@@ -250,6 +251,22 @@ PAIRWISE_LOSSES: dict[str, PairwiseLoss] = {
             "apo_zero",
             lambda s, beta: P.apo_zero_loss(*s.ratios(), beta),
             paper="D'Oosterlinck et al., 2024, arXiv:2408.06266 (APO-zero, eq. 7)",
+        ),
+        PairwiseLoss(
+            "inpo",
+            lambda s, beta, tau: inpo_loss(
+                s.chosen,
+                s.rejected,
+                s.ref_chosen,
+                s.ref_rejected,
+                s.field("chosen_iterate_logp"),
+                s.field("rejected_iterate_logp"),
+                beta,
+                tau,
+            ),
+            paper="Zhang et al., ICLR 2025, arXiv:2407.00617 (INPO; beta is the paper's eta, target 1/(2 eta))",
+            fields=("chosen_iterate_logp", "rejected_iterate_logp"),  # log pi_t of the pair, pi_t the sampler
+            hyperparameters={"tau": 0.0025},
         ),
         PairwiseLoss(
             "exo_pair",
