@@ -188,11 +188,12 @@ def test_famo2o_learns_the_toy_task(tmp_path):
             )
 
     critic_before, imitation_before = measure()
-    quiet_trainer(max_steps=1500).fit(model, datamodule=dm)
+    quiet_trainer(max_steps=600).fit(model, datamodule=dm)
     critic_after, imitation_after = measure()
-    assert model.global_step == 1500 and not model.online_phase
-    assert critic_after < 0.5 * critic_before, (critic_before, critic_after)
-    assert imitation_after < 0.1 * imitation_before and imitation_after < 0.02, (imitation_before, imitation_after)
+    assert model.global_step == 600 and not model.online_phase
+    assert critic_after < 0.2 * critic_before, (critic_before, critic_after)  # 0.92 -> 0.03
+    # 0.45 -> 0.001: the universal actor at the balance model's coefficients acts as the expert
+    assert imitation_after < 0.02 * imitation_before and imitation_after < 0.01, (imitation_before, imitation_after)
     (val,) = quiet_trainer(max_steps=1).validate(model, datamodule=dm, verbose=False)
     assert 1.0 <= val["val/coefficient_mean"] <= 5.0, val
 
