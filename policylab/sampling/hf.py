@@ -252,12 +252,24 @@ class HFSampler(SamplingSettings):
         device = next(first.parameters()).device
         generator = None if seed is None else torch.Generator(device=device).manual_seed(int(seed))
         eos = torch.tensor(eos_token_ids(self.tokenizer, first), device=device)
-        rows: list[tuple[list[int], Tensor, Tensor, bool]] = []
+        batches = []
         with eval_mode(policy, ref):
             for begin in range(0, len(ids), self.batch_size):
-                chunk = [row for row in ids[begin : begin + self.batch_size] for _ in range(num_samples)]
-                rows.extend(self._decode(chunk, policy, ref, mixture_coef, generator, eos, device))
-        completions = assemble(prompts, num_samples, rows, self.pad_token_id, self.tokenizer, self.stop_strings, device)
+                batches.append(
+                    self._decode(
+                        ids[begin : begin + self.batch_size],
+                        num_samples,
+                        policy,
+                        ref,
+                        mixture_coef,
+                        generator,
+                        eos,
+                        device,
+                    )
+                )
+        completions = completions_from_batches(
+            prompts, num_samples, ids, batches, self.pad_token_id, self.tokenizer, self.stop_strings, device
+        )
         completions.num_truncated_prompts = truncated
         completions.seconds = time.perf_counter() - start
         return completions
@@ -276,21 +288,28 @@ class HFSampler(SamplingSettings):
             logits.append(out.logits[:, -1].float())
         return logits
 
-    def _decode(self, prompt_ids, policy, ref, alpha, generator, eos, device):
-        """One batch: rows of (prompt ids, completion ids, their log-probs, finished)."""
-        batch, width = len(prompt_ids), max(len(r) for r in prompt_ids)
+    def _decode(self, prompt_ids: list[list[int]], k: int, policy, ref, alpha, generator, eos, device):
+        """``k`` completions of each prompt of one batch (rows ``i*k .. i*k+k-1``): the completion ids
+        ``[B*k, S]`` (pad after each row's end), their log-probs ``[B*k, S]`` (0 after the end), the
+        lengths ``[B*k]`` and whether each row finished ``[B*k]``, ``S`` the longest completion."""
+        width, batch = max(len(r) for r in prompt_ids), len(prompt_ids) * k
         padded = [[self.pad_token_id] * (width - len(row)) + row for row in prompt_ids]
-        input_ids = torch.tensor(padded, dtype=torch.long, device=device)
-        prompt_lengths = torch.tensor([len(row) for row in prompt_ids], device=device)
-        attention_mask = (torch.arange(width, device=device) >= width - prompt_lengths[:, None]).long()
+        input_ids = torch.tensor(padded, dtype=torch.long, device=device).repeat_interleave(k, 0)
+        prompt_lengths = torch.tensor([len(row) for row in prompt_ids], device=device).repeat_interleave(k, 0)
+        # The attention mask of every step, filled in advance (ones after the prompt): step s reads its first columns.
+        full_mask = torch.ones((batch, width + self.max_new_tokens), dtype=torch.long, device=device)
+        full_mask[:, :width] = torch.arange(width, device=device) >= width - prompt_lengths[:, None]
+        attention_mask = full_mask[:, :width]
         position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
         models = [m for m in (policy, ref) if m is not None]
         caches = [None] * len(models)
         done = torch.zeros(batch, dtype=torch.bool, device=device)
         lengths = torch.full((batch,), self.max_new_tokens, dtype=torch.long, device=device)
-        tokens, log_probs = [], []
-        step_input = input_ids
+        tokens = torch.full((batch, self.max_new_tokens), self.pad_token_id, dtype=torch.long, device=device)
+        log_probs = torch.zeros((batch, self.max_new_tokens), device=device)
+        steps = self.max_new_tokens
         for step in range(self.max_new_tokens):
+            step_input = input_ids if step == 0 else tokens[:, step - 1 : step]
             logits = self._next_logits(models, caches, step_input, attention_mask, position_ids)
             if len(logits) == 2:  # geometric mixture: alpha * reference + (1 - alpha) * policy
                 logits = alpha * logits[1] + (1 - alpha) * logits[0]
@@ -303,25 +322,19 @@ class HFSampler(SamplingSettings):
                 log_pi = torch.log_softmax(warp_logits(logits, self.temperature, self.top_k, self.top_p), -1)
                 token = torch.multinomial(log_pi.exp(), 1, generator=generator).squeeze(-1)
                 log_p = log_pi.gather(-1, token[:, None]).squeeze(-1)
-            token = token.masked_fill(done, self.pad_token_id)
-            log_probs.append(log_p.masked_fill(done, 0.0))
-            tokens.append(token)
+            tokens[:, step] = token.masked_fill_(done, self.pad_token_id)
+            log_probs[:, step] = log_p.masked_fill_(done, 0.0)
             ended = ~done & torch.isin(token, eos)
             if self.stop_strings:
-                ended |= self._stopped(torch.stack(tokens, 1), ~done & ~ended)
-            lengths = torch.where(ended, step + 1, lengths)
+                ended |= self._stopped(tokens[:, : step + 1], ~done & ~ended)
+            lengths.masked_fill_(ended, step + 1)
             done |= ended
             if bool(done.all()):
+                steps = step + 1
                 break
-            step_input = token[:, None]
-            attention_mask = torch.cat([attention_mask, torch.ones_like(token)[:, None]], 1)
+            attention_mask = full_mask[:, : width + step + 1]
             position_ids = position_ids[:, -1:] + 1
-        generated = torch.stack(tokens, 1)
-        token_log_probs = torch.stack(log_probs, 1)
-        lengths, done = lengths.tolist(), done.tolist()
-        return [
-            (prompt_ids[i], generated[i, : lengths[i]], token_log_probs[i, : lengths[i]], done[i]) for i in range(batch)
-        ]
+        return tokens[:, :steps], log_probs[:, :steps], lengths, done
 
     def _stopped(self, generated: Tensor, candidates: Tensor) -> Tensor:
         """Rows among ``candidates`` whose decoded completion now contains a stop string."""
@@ -332,6 +345,41 @@ class HFSampler(SamplingSettings):
             for row, text in zip(rows, texts, strict=True):
                 hit[row] = first_stop(text, self.stop_strings) >= 0
         return hit
+
+
+def completions_from_batches(
+    prompts: list[str],
+    num_samples: int,
+    prompt_ids: list[list[int]],
+    batches: list[tuple[Tensor, Tensor, Tensor, Tensor]],
+    pad_token_id: int,
+    tokenizer,
+    stop_strings: Sequence[str],
+    device: torch.device,
+) -> Completions:
+    """:func:`assemble` of decoded batches (``(completion ids, log-probs, lengths, finished)`` as
+    :meth:`HFSampler._decode` gives them, rows ``i*K .. i*K+K-1`` of prompt ``i``), without
+    splitting them into rows first."""
+    width = max(b[0].shape[1] for b in batches)
+    completion_ids = torch.cat(
+        [nn.functional.pad(b[0], (0, width - b[0].shape[1]), value=pad_token_id) for b in batches]
+    )
+    log_probs = torch.cat([nn.functional.pad(b[1].float(), (0, width - b[1].shape[1])) for b in batches])
+    lengths = torch.cat([b[2] for b in batches])
+    finished = torch.cat([b[3] for b in batches]).bool()
+    return _completions(
+        prompts,
+        num_samples,
+        prompt_ids,
+        completion_ids,
+        log_probs,
+        lengths,
+        finished,
+        pad_token_id,
+        tokenizer,
+        stop_strings,
+        device,
+    )
 
 
 def assemble(
@@ -349,22 +397,59 @@ def assemble(
     from torch.nn.utils.rnn import pad_sequence
 
     completions = [r[1].long().cpu() for r in rows]
-    prompt_lengths = torch.tensor([len(r[0]) for r in rows])
-    lengths = torch.tensor([len(c) for c in completions])
-    prompt_width = int(prompt_lengths.max())
-    prompt_ids = torch.tensor([[pad_token_id] * (prompt_width - len(r[0])) + list(r[0]) for r in rows])
     completion_ids = pad_sequence(completions, batch_first=True, padding_value=pad_token_id)
     log_probs = pad_sequence([r[2].float().cpu() for r in rows], batch_first=True, padding_value=0.0)
+    lengths = torch.tensor([len(c) for c in completions])
+    finished = torch.tensor([bool(r[3]) for r in rows])
+    prompt_ids = [list(r[0]) for r in rows]
+    return _completions(
+        prompts,
+        num_samples,
+        prompt_ids,
+        completion_ids,
+        log_probs,
+        lengths,
+        finished,
+        pad_token_id,
+        tokenizer,
+        stop_strings,
+        device,
+        rows_per_prompt=1,
+    )
+
+
+def _completions(
+    prompts,
+    num_samples,
+    prompt_ids,
+    completion_ids,
+    log_probs,
+    lengths,
+    finished,
+    pad_token_id,
+    tokenizer,
+    stop_strings,
+    device,
+    rows_per_prompt=None,
+) -> Completions:
+    """The :class:`Completions` of right-padded ``completion_ids`` / ``log_probs`` ``[R, C]`` (any
+    device), their ``lengths`` and ``finished`` ``[R]``, and the prompts' token ids (one list per
+    row, or per prompt when each prompt's ``num_samples`` rows share it: ``rows_per_prompt=None``)."""
+    repeat = num_samples if rows_per_prompt is None else rows_per_prompt
+    prompt_lengths = torch.tensor([len(p) for p in prompt_ids]).repeat_interleave(repeat)
+    prompt_width = int(prompt_lengths.max())
+    prompt_part = torch.tensor([[pad_token_id] * (prompt_width - len(p)) + list(p) for p in prompt_ids])
+    prompt_part = prompt_part.repeat_interleave(repeat, 0)
+    completion_ids, log_probs, lengths = completion_ids.long().cpu(), log_probs.float().cpu(), lengths.cpu()
     completion_width = completion_ids.shape[1]
     prompt_mask = torch.arange(prompt_width) >= (prompt_width - prompt_lengths)[:, None]
     completion_part = torch.arange(completion_width) < lengths[:, None]
-    input_ids = torch.cat([prompt_ids, completion_ids], 1)
+    input_ids = torch.cat([prompt_part, completion_ids], 1)
     attention_mask = torch.cat([prompt_mask, completion_part], 1).long()
     completion_mask = torch.cat([torch.zeros_like(prompt_mask), completion_part], 1).long()
     token_log_probs = torch.cat([torch.zeros(prompt_mask.shape), log_probs * completion_part], 1)
-    finished = torch.tensor([bool(r[3]) for r in rows])
-    completion_ids = [c.tolist() for c in completions]
-    texts = tokenizer.batch_decode(completion_ids, skip_special_tokens=True)
+    rows = [row[:n] for row, n in zip(completion_ids.tolist(), lengths.tolist(), strict=True)]
+    texts = tokenizer.batch_decode(rows, skip_special_tokens=True)
     texts = [t[: first_stop(t, stop_strings)] if first_stop(t, stop_strings) >= 0 else t for t in texts]
     prompt_index = torch.arange(len(prompts)).repeat_interleave(num_samples)
     return Completions(
@@ -375,6 +460,6 @@ def assemble(
         completion_mask=completion_mask.to(device),
         token_log_probs=token_log_probs.to(device),
         texts=texts,
-        finished=finished.to(device),
+        finished=finished.cpu().to(device),
         generated_tokens=int(completion_mask.sum()),
     )
