@@ -146,13 +146,13 @@ def test_inpo_raises_the_verifier_score_with_both_anchors_in_place(addition):
     folder, tokenizer, policy, held_out = addition
     before = mean_verifier_score(policy, tokenizer, held_out)
     L.seed_everything(0)
-    module, dm = _inpo(folder, tokenizer, policy)
+    module, dm = _inpo(folder, tokenizer, policy, generate_every_n_steps=2)
     anchors = _Anchors(copy.deepcopy(policy.state_dict()))
     L.Trainer(max_steps=40, enable_checkpointing=False, callbacks=[anchors], **QUIET).fit(module, dm)
     after = mean_verifier_score(module.policy, tokenizer, held_out)
     print(f"verifier score on held-out prompts: SFT {before:.3f} -> INPO {after:.3f}")
-    assert module.judge.calls == 10 * 32 * 4  # 10 iterations of 32 prompts x 4 samples
-    assert len(anchors.checked) == 10 and all(anchors.checked)  # pi_t stored each iteration; pi_ref stays SFT
+    assert module.judge.calls == 20 * 32 * 4  # 20 iterations of 32 prompts x 4 samples
+    assert len(anchors.checked) == 20 and all(anchors.checked)  # pi_t stored each iteration; pi_ref stays SFT
     assert after > before + 0.1, (before, after)
 
 
