@@ -39,7 +39,8 @@ class FamO2O(IQL):
     and critics frozen in this step); its temperature; universal actor by AWR with coefficients
     ``U(low, high)`` offline and samples of the balance model (before its step) online; critics;
     target critics. The IQL part is policylab's IQL step (``V(s')`` and the advantage from ``V``
-    before its step; the authors' JAX IQL uses ``V`` after it, one Adam step apart).
+    before its step; the authors' JAX IQL uses ``V`` after it, one Adam step apart). Weights start
+    from PyTorch's default initialization, as policylab's IQL (the authors': flax orthogonal).
 
     Acting, offline and online: ``beta`` is the balance model's deterministic coefficient
     ``beta(tanh(m(s)))``; evaluation takes the universal actor's mean, online collection a sample.
