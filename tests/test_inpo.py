@@ -39,8 +39,10 @@ def test_loss_by_hand_through_the_registry():
     entry = get_pairwise_loss("inpo")
     assert entry.hyperparameters == {"tau": 0.0025} and entry.reference
     torch.testing.assert_close(entry(stats, 0.5, {"tau": 0.25})[0], torch.tensor([0.25, 2.25]))
-    with pytest.raises(KeyError, match="chosen_iterate_logp"):
-        entry(PairStats(*[torch.zeros(1)] * 4), 0.5, {"tau": 0.25})
+    # Without pi_t's log-probs (offline pairs, or INPO's first iteration) pi_t is the reference:
+    # pair 0's h = 2 - 0.5 = 1.5 again (0.25), pair 1's h = -1 - 1 = -2 (9.0).
+    offline = PairStats(stats.chosen, stats.rejected, stats.ref_chosen, stats.ref_rejected)
+    torch.testing.assert_close(entry(offline, 0.5, {"tau": 0.25})[0], torch.tensor([0.25, 9.0]))
     with pytest.raises(ValueError, match="0 <= tau <= eta"):
         inpo_loss(*[torch.zeros(1)] * 6, eta=0.1, tau=0.2)
 

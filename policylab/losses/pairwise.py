@@ -259,13 +259,14 @@ PAIRWISE_LOSSES: dict[str, PairwiseLoss] = {
                 s.rejected,
                 s.ref_chosen,
                 s.ref_rejected,
-                s.field("chosen_iterate_logp"),
-                s.field("rejected_iterate_logp"),
+                s.field("chosen_iterate_logp", s.ref_chosen),
+                s.field("rejected_iterate_logp", s.ref_rejected),
                 beta,
                 tau,
             ),
-            paper="Zhang et al., ICLR 2025, arXiv:2407.00617 (INPO; beta is the paper's eta, target 1/(2 eta))",
-            fields=("chosen_iterate_logp", "rejected_iterate_logp"),  # log pi_t of the pair, pi_t the sampler
+            paper="Zhang et al., ICLR 2025, arXiv:2407.00617 (INPO; beta is the paper's eta, target 1/(2 eta)); "
+            "without pi_t's log-probs (offline pairs) pi_t is the reference, as in INPO's first iteration",
+            optional_fields=("chosen_iterate_logp", "rejected_iterate_logp"),  # log pi_t of the pair
             hyperparameters={"tau": 0.0025},
         ),
         PairwiseLoss(
