@@ -344,15 +344,13 @@ class OnlineDPO(LanguageModelModule):
         texts = list(completions.texts)
         prompt_of_row = [prompts[i] for i in completions.prompt_index.tolist()]
         scores = self.score_completions(completions)
-        ids, attention, completion = right_padded(
+        on_device = right_padded(
             completions.input_ids,
             completions.attention_mask.long(),
             completions.completion_mask.long(),
             pad_id=data.tokenizer.pad_token_id,
         )
-        ids, attention, completion = ids.cpu(), attention.cpu(), completion.cpu()
-        rows = {"input_ids": ids.to(self.device), "attention_mask": attention.to(self.device)}
-        rows["completion_mask"] = completion.to(self.device)
+        ids, attention, completion = (t.cpu() for t in on_device)  # the store's copies
         if (completion.sum(1) == 0).any():
             row = int((completion.sum(1) == 0).nonzero()[0])
             raise ValueError(
@@ -377,7 +375,10 @@ class OnlineDPO(LanguageModelModule):
         data.store_iteration(iteration, self._gather(local))
         # The KL estimate costs a policy and a reference forward over every sample: only where it is logged.
         logged = self._logs_iteration(iteration)
-        kl = self._kl_estimate(rows) if logged else torch.tensor(float("nan"))
+        if logged:
+            kl = self._kl_estimate({k: t.to(self.device) for k, t in zip(_ROW_KEYS, on_device, strict=True)})
+        else:
+            kl = torch.tensor(float("nan"))
         totals = torch.tensor(
             [
                 float(scores.sum()),
