@@ -3,10 +3,10 @@ arXiv:2312.00886), as HF TRL's NashMDTrainer computes it.
 
 Symbols, per prompt ``x``: ``y ~ pi_theta`` (the policy's sample), ``y'`` a sample of the
 geometric mixture ``pi^alpha ∝ pi_theta^(1 - alpha) * mu^alpha`` of the policy and the reference
-``mu = pi_ref`` (the paper's regularized policy of Nash-MD, Section 5), and
+``mu = pi_ref`` (the paper's regularized policy of the Nash-MD update), and
 ``p = P(y > y' | x)`` the preference model's probability that ``y`` beats ``y'``. Nash-MD-PG
-(the paper's Section 7) ascends ``E_y[P(y > pi^alpha)] - beta KL(pi_theta || mu)`` by the
-REINFORCE estimate
+(the paper's policy-gradient form for deep networks) ascends
+``E_y[P(y > pi^alpha)] - beta KL(pi_theta || mu)`` by the REINFORCE estimate
 
     grad  =  E_{y ~ pi_theta} [ (p - 1/2) grad log pi_theta(y|x) ]  -  beta grad KL(pi_theta || mu),
 
@@ -16,8 +16,11 @@ TRL's loss, whose gradient is the negative of that estimate:
     loss(y) = beta * sum_t sg[log pi_theta(y_t|.) - log mu(y_t|.)] * log pi_theta(y_t|.)
               - (p - 1/2) * sum_t log pi_theta(y_t|.)
 
-(``sg``: no gradient). The KL term is a per-token REINFORCE: every token's log-prob is weighted by
-that token's own log-ratio (not the sequence's), and only the policy's log-probs carry a gradient.
+(``sg``: no gradient). The KL term is per token: every token's log-prob is weighted by that
+token's own log-ratio, not the sequence's, and only the policy's log-probs carry a gradient. Its
+expectation is the gradient of the per-position KLs ``sum_t KL(pi_theta(.|y_<t) || mu(.|y_<t))``
+with the prefixes' distribution held fixed; the sequence KL's gradient would also weight each
+token by the log-ratios of the tokens after it. For one-token responses the two are the same.
 """
 
 from __future__ import annotations

@@ -4,14 +4,13 @@ Learning from Human Feedback", arXiv:2312.00886; HF TRL's NashMDTrainer).
 NLHF looks for the policy that a pairwise preference model prefers to any other (the Nash
 equilibrium of the KL-regularized preference game). Nash-MD plays each policy against the
 geometric mixture of itself and the reference ``mu``: ``pi^alpha(y|x) ∝ pi_theta(y|x)^(1-alpha)
-mu(y|x)^alpha`` (the paper's regularized policy, Section 5; sampled token by token as
-``softmax(alpha * logits_ref + (1 - alpha) * logits_theta)``, as TRL's GeometricMixtureWrapper
-and the paper's LLM experiments do). Its deep-learning form, Nash-MD-PG (Section 7), is a policy
-gradient on the policy's own samples: per prompt, ``y ~ pi_theta`` and ``y' ~ pi^alpha``; the judge
-gives ``p = P(y > y' | x)``; the step follows ``(p - 1/2) grad log pi_theta(y|x)`` minus ``beta``
-times a REINFORCE estimate of ``grad KL(pi_theta || mu)``
-(:func:`policylab.losses.nash_md.nash_md_loss`, TRL's loss: per-token log-ratios, the 1/2
-control variate; only ``y`` is trained on, ``y'`` is only compared against).
+mu(y|x)^alpha`` (the paper's regularized policy of the Nash-MD update; sampled token by token
+as ``softmax(alpha * logits_ref + (1 - alpha) * logits_theta)``, as TRL's GeometricMixtureWrapper
+does). Its form for deep networks, Nash-MD-PG, is a policy gradient on the policy's own samples:
+per prompt, ``y ~ pi_theta`` and ``y' ~ pi^alpha``; the judge gives ``p = P(y > y' | x)``; the
+step follows ``(p - 1/2) grad log pi_theta(y|x)`` minus ``beta`` times a REINFORCE estimate of the
+KL's gradient to ``mu`` (:func:`policylab.losses.nash_md.nash_md_loss`, TRL's loss: per-token
+log-ratios, the 1/2 control variate; only ``y`` is trained on, ``y'`` is only compared against).
 
 Here :class:`NashMD` is the :class:`~policylab.modules.preference.OnlineDPO` loop with: two
 completions per prompt, ``y`` from the policy and ``y'`` from the mixture (HFSampler's
@@ -51,9 +50,9 @@ _ROW_KEYS = ("input_ids", "attention_mask", "completion_mask")
 
 
 def pair_completions(first: Completions, second: Completions, pad_id: int) -> Completions:
-    """One :class:`Completions` with two samples per prompt from two of one completion each of the
-    same prompts: prompt ``i``'s rows are ``2i`` (``first``'s) and ``2i + 1`` (``second``'s).
-    Completions are right padded with ``pad_id`` to the longer of the two."""
+    """Two sampler results of one completion per prompt (the same prompts) as one of two per
+    prompt: prompt ``i``'s rows are ``2i`` (``first``'s) and ``2i + 1`` (``second``'s), the
+    completions right padded with ``pad_id`` to the longer of the two."""
     if list(first.prompts) != list(second.prompts) or first.num_samples != 1 or second.num_samples != 1:
         raise ValueError("pair_completions needs one completion per prompt from each sampler call, same prompts")
     if first.input_ids.shape[0] and first.prompt_length != second.prompt_length:
