@@ -208,13 +208,14 @@ class OnlinePromptDataModule(L.LightningDataModule):
                 rendered.append((number, prompt, None))
             except (ValueError, TypeError) as err:
                 rendered.append((number, None, str(err)))
-        # The lengths from one tokenizer call per 1024 prompts (a call per prompt costs more than the other checks).
+        # The lengths from one tokenizer call per 64 prompts (a call per prompt costs more than the other checks; a
+        # call for the whole file holds every encoding at once).
         texts = [prompt for _, prompt, _ in rendered if prompt is not None]
         lengths = iter(
             [
                 len(ids)
-                for start in range(0, len(texts), 1024)
-                for ids in self.tokenizer(texts[start : start + 1024])["input_ids"]
+                for start in range(0, len(texts), 64)
+                for ids in self.tokenizer(texts[start : start + 64])["input_ids"]
             ]
         )
         for number, prompt, error in rendered:

@@ -440,12 +440,14 @@ class OnlineDPO(LanguageModelModule):
         return batch["input_ids"].shape[0] // 2
 
     def sequence_stats(self, batch: dict) -> PairStats:
-        """Summed completion log-probs of policy and reference over chosen then rejected rows."""
+        """Summed completion log-probs of policy and reference over chosen then rejected rows. The
+        reference's no-grad forward runs first: its intermediate tensors are freed before the policy's
+        forward holds its activations for the backward, so the two never add up in the peak memory."""
+        ref = self.reference_log_probs(batch) if self.needs_reference else None
         logp, tokens = self._log_probs(self.policy, batch)
         pairs = logp.shape[0] // 2
         fields = {k: v for k, v in batch.items() if k not in _ROW_KEYS}
-        if self.needs_reference:
-            ref = self.reference_log_probs(batch)
+        if ref is not None:
             ref_chosen, ref_rejected = ref[:pairs], ref[pairs:]
         else:
             ref_chosen, ref_rejected = torch.zeros_like(logp[:pairs]), torch.zeros_like(logp[pairs:])
