@@ -26,7 +26,9 @@ DPO's config judges in 600 steps (64 prompts x 2 samples per step). Each row spe
 - offline DPO on the task's pair file (``configs/dpo_arithmetic.yaml``, its tuned beta 1): a pair
   costs two judged completions, so ``budget / 2`` pairs are trained on, ``budget / (2 * 64)``
   steps of 64 pairs (the 20k-pair file is then visited about twice: 40k distinct labels); Pref-FT
-  on the same pairs (``loss_type: sft``);
+  on the same pairs (``loss_type: sft``); every other ``*_arithmetic.yaml`` whose model is a DPO
+  subclass (HyPO: DPO on those pairs plus a KL term on unjudged fresh samples; SRPO) the same way,
+  ``budget / 2`` pairs at its config's batch size;
 - SFT: the starting model, evaluated once (no judge calls).
 
 Every run goes through ``python cli.py fit`` with the config and ``--seed_everything S
@@ -118,11 +120,13 @@ def config_class(config: Path):
         return f"{path}: {type(err).__name__}: {err}"
 
 
-def online_configs(configs: Path) -> tuple[list[Path], list[str]]:
-    """(the ``*_arithmetic.yaml`` configs of online methods, notes on the configs left out)."""
+def method_configs(configs: Path) -> tuple[list[Path], list[Path], list[str]]:
+    """The ``*_arithmetic.yaml`` configs of online methods (OnlineDPO subclasses) and of offline
+    pairwise methods (DPO subclasses: HyPO, SRPO, ...), and notes on the configs left out."""
+    from policylab.modules.preference.dpo import DPO
     from policylab.modules.preference.online_dpo import OnlineDPO
 
-    found, notes = [], []
+    online, offline, notes = [], [], []
     for config in sorted(configs.glob("*_arithmetic.yaml")):
         if config.stem in NOT_ONLINE:
             continue
@@ -130,8 +134,16 @@ def online_configs(configs: Path) -> tuple[list[Path], list[str]]:
         if isinstance(cls, str):
             notes.append(f"{config.name} left out: {cls}")
         elif isinstance(cls, type) and issubclass(cls, OnlineDPO):
-            found.append(config)
-    return found, notes
+            online.append(config)
+        elif isinstance(cls, type) and issubclass(cls, DPO):
+            offline.append(config)
+    return online, offline, notes
+
+
+def _batch_size(config: Path) -> int:
+    import yaml
+
+    return int(((yaml.safe_load(config.read_text()).get("data") or {}).get("init_args") or {}).get("batch_size", 64))
 
 
 def build_rows(budget: int = DEFAULT_BUDGET, configs: Path | None = None, step_cap: int | None = None) -> list[Row]:
@@ -168,7 +180,20 @@ def build_rows(budget: int = DEFAULT_BUDGET, configs: Path | None = None, step_c
                 labels,
             ),
         ]
-    online, _ = online_configs(configs)
+    online, offline_methods, _ = method_configs(configs)
+    for config in offline_methods:  # labels: its pairs, two judged completions each (HyPO's own samples are unjudged)
+        batch = _batch_size(config)
+        steps = max(1, budget // (2 * batch))
+        label = f"{config_class(config).__name__} ({config.name}, offline pairs)"
+        rows.append(
+            Row(
+                config.stem.removesuffix("_arithmetic"),
+                rel(config),
+                label,
+                {"trainer.max_steps": steps},
+                labels=steps * batch * 2,
+            )
+        )
     for config in online:
         cap = {"trainer.max_steps": step_cap}
         rows.append(
@@ -579,7 +604,7 @@ def main(argv: list[str] | None = None) -> None:
 
     torch.set_num_threads(1)
     rows = build_rows(options.budget, step_cap=options.step_cap)
-    _, notes = online_configs(ROOT / "configs")
+    _, _, notes = method_configs(ROOT / "configs")
     if options.rows:
         unknown = set(options.rows) - {r.name for r in rows}
         if unknown:

@@ -111,11 +111,14 @@ def test_rows_at_a_tiny_budget_and_a_new_config_joins(tmp_path):
     (configs / "new_arithmetic.yaml").write_text(
         "model:\n  class_path: policylab.modules.preference.online_dpo.OnlineDPO\n"
     )
+    (configs / "offline_arithmetic.yaml").write_text(
+        "model:\n  class_path: policylab.modules.preference.dpo.DPO\ndata:\n  init_args:\n    batch_size: 32\n"
+    )
     (configs / "broken_arithmetic.yaml").write_text("model:\n  class_path: policylab.modules.preference.nope.Nope\n")
     rows = {r.name: r for r in online_table.build_rows(budget=512, configs=configs)}
     assert set(rows) == {
         "sft", "dpo_pairs", "pref_ft_pairs", "online_dpo", "online_pref_ft", "best_of_8_dpo", "best_of_8_sft",
-        "offline_samples_dpo", "offline_samples_pref_ft", "sppo", "rso", "new",
+        "offline_samples_dpo", "offline_samples_pref_ft", "sppo", "rso", "new", "offline",
     }  # fmt: skip
     # 512 judged completions: 4 steps of online DPO (64 prompts x 2), or 4 steps of 64 offline pairs
     assert rows["dpo_pairs"].settings == {"trainer.max_steps": 4} and rows["dpo_pairs"].labels == 512
@@ -133,7 +136,9 @@ def test_rows_at_a_tiny_budget_and_a_new_config_joins(tmp_path):
         "offline", "max-likelihood",
     )  # fmt: skip
     assert not rows["sft"].train
-    _, notes = online_table.online_configs(configs)
+    # a new offline pairwise method (a DPO subclass): budget / 2 pairs at its batch size
+    assert rows["offline"].settings == {"trainer.max_steps": 8} and not rows["offline"].budgeted
+    _, _, notes = online_table.method_configs(configs)
     assert len(notes) == 1 and "broken_arithmetic.yaml" in notes[0]
     args = online_table.cli_args(rows["online_dpo"], 2, tmp_path / "out", 512, resume=True)
     assert "--trainer.callbacks+=policylab.callbacks.judge_budget.JudgeBudget" in args
