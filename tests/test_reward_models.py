@@ -326,3 +326,14 @@ def test_checkpoint_and_hf_model_load_back_to_the_same_scores(task_files, tmp_pa
         torch.testing.assert_close(loaded.score(batch), expected)
         torch.testing.assert_close(from_path.score(batch), expected)
     assert not torch.allclose(cls(build_model(seed=1)).eval().score(batch), expected)  # a fresh model differs
+
+
+def test_a_run_without_logger_exports_no_model_folder_into_the_working_directory(task_files, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # Lightning's log_dir without a logger is the working directory
+    model = RewardModel(build_model(seed=0), lr=1e-3)
+    trainer = L.Trainer(
+        max_steps=1, logger=False, enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0
+    )
+    trainer.fit(model, _datamodule(task_files))
+    trainer.save_checkpoint(tmp_path / "model.ckpt")
+    assert (tmp_path / "model.ckpt").is_file() and not (tmp_path / "hf_model").exists()

@@ -115,10 +115,12 @@ class PretrainedModule(L.LightningModule):
 
     # ----------------------------------------------------------------- export next to checkpoints
     def export_path(self) -> Path | None:
-        """``<run>/<export_folder>`` when this process writes it (rank 0 of a run with a log
-        directory), else None."""
-        log_dir = self.trainer.log_dir if self._trainer is not None else None
-        if not (self.export_folder and log_dir and self.trainer.is_global_zero):
+        """``<run>/<export_folder>`` when this process writes it (rank 0 of a run with a logger,
+        whose folder is the run's), else None: without a logger Lightning's ``log_dir`` is the
+        working directory, and a checkpoint saved there must not drop a model folder into it."""
+        trainer = self._trainer
+        log_dir = trainer.log_dir if trainer is not None and trainer.logger is not None else None
+        if not (self.export_folder and log_dir and trainer.is_global_zero):
             return None
         return Path(log_dir) / self.export_folder
 
