@@ -411,7 +411,7 @@ def summarize(gathered: list[dict]) -> list[dict]:
     for g in gathered:
         row, runs = g["row"], g["runs"]
         acc = [r["accuracy"] for r in runs]
-        best = [max(r["curve"].values()) for r in runs if r["curve"]]
+        best = [max([*r["curve"].values(), r["accuracy"]]) for r in runs]  # the evaluations and the final one
         summary.append(
             {
                 "row": row.name,
@@ -461,7 +461,6 @@ def comparisons(summary: list[dict]) -> list[str]:
         ("best_of_8_dpo", "best_of_8_sft"),
         ("offline_samples_dpo", "offline_samples_pref_ft"),
         ("dpo_pairs", "pref_ft_pairs"),
-        ("online_dpo", "offline_samples_dpo"),
         ("online_pref_ft", "offline_samples_pref_ft"),
     ):
         line = diff(a, b)
@@ -557,7 +556,7 @@ def write_table(rows: list[Row], seeds: list[int], out: Path, budget: int, notes
         f"sums, mean ± std over seeds ({', '.join(map(str, seeds))}); KL(pi || pi_SFT) in nats per answer.",
         "",
         "| method | data | gradient | seeds | greedy accuracy | per seed | vs SFT (points) | KL to SFT | "
-        "judged completions | steps | best eval/accuracy |",
+        "judged completions | steps | best evaluation (every 100 steps and the end) |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for s in summary:
