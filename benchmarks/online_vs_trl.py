@@ -7,7 +7,8 @@
 The same tiny Llama of the addition task (``policylab.tasks.arithmetic.build_model``, seed 0) and
 its character tokenizer, the same prompts (``AdditionTask(seed=0).sft_rows``, prompts only), the
 same judge (the task's verifier ``is_correct``: 1 for the right sum, else 0; TRL gets it as a
-reward function, policylab as a ``VerifierJudge``), alternating rounds (TRL, policylab, TRL, ...).
+reward function, policylab as a ``VerifierJudge``), alternating rounds (TRL then policylab, then policylab
+then TRL, ...).
 
 Same work per step, as TRL's online DPO does it: ``--batch-size`` prompts per step, 2 sampled
 completions each (HF ``generate``, temperature 0.9, ``--max-new-tokens``, KV cache), the two
@@ -529,10 +530,16 @@ def main() -> None:
         for round_ in range(args.rounds):
             memory = args.profile_memory and args.device == "cpu"
             phases = {side: Phases(memory=memory) if args.profile else None for side in results}
-            results["TRL"].append(run_trl(base, tokenizer, prompts, folder, args, phases["TRL"]))
-            results["policylab"].append(
-                run_policylab(base, tokenizer, folder / "prompts.jsonl", args, phases["policylab"])
-            )
+            # Each side goes first in every other round: on a shared machine whose load drifts, neither
+            # side always runs in the later (or earlier) half of a round.
+            order = ("TRL", "policylab") if round_ % 2 == 0 else ("policylab", "TRL")
+            for side in order:
+                if side == "TRL":
+                    results["TRL"].append(run_trl(base, tokenizer, prompts, folder, args, phases["TRL"]))
+                else:
+                    results["policylab"].append(
+                        run_policylab(base, tokenizer, folder / "prompts.jsonl", args, phases["policylab"])
+                    )
             t, p = results["TRL"][-1], results["policylab"][-1]
             print(
                 f"round {round_}: TRL gen {t['gen_tokens_per_s']:,.0f} / train {t['train_tokens_per_s']:,.0f} "
