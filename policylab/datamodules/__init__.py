@@ -8,6 +8,7 @@ from policylab.datamodules.offline import OfflineTransitionDataModule
 from policylab.datamodules.online import OnlinePromptDataModule
 from policylab.datamodules.preference import PreferenceDataModule
 from policylab.datamodules.replay import ReplayBufferDataModule
+from policylab.datamodules.self_improvement import SelfImprovementDataModule
 from policylab.datamodules.sft import SFTDataModule
 from policylab.datamodules.text import TextDataError, read_rows
 from policylab.datamodules.transition_base import TransitionDataModule
@@ -25,6 +26,7 @@ __all__ = [
     "SFTDataModule",
     "TextDataError",
     "ReplayBufferDataModule",
+    "SelfImprovementDataModule",
     "TransitionBatch",
     "TransitionBuffer",
     "TransitionDataModule",
