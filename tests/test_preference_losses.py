@@ -217,8 +217,9 @@ def test_exo_pair_is_the_reverse_kl_to_the_smoothed_labels():
 
 
 def test_registry_entries_declare_reference_length_fields_and_defaults():
-    assert {name for name, e in PAIRWISE_LOSSES.items() if not e.reference} == {"simpo"}
-    assert {name for name, e in PAIRWISE_LOSSES.items() if e.length_normalized} == {"ipo", "rpo", "simpo"}
+    assert {name for name, e in PAIRWISE_LOSSES.items() if not e.reference} == {"simpo", "sft"}
+    assert {name for name, e in PAIRWISE_LOSSES.items() if e.length_normalized} == {"ipo", "rpo", "simpo", "sft"}
+    assert PAIRWISE_LOSSES["inpo"].resolve(None) == {"tau": 0.0025}
     assert PAIRWISE_LOSSES["sem_dpo"].fields == ("semantic_distance",)
     assert PAIRWISE_LOSSES["exo_pair"].resolve(None) == {"epsilon": 1e-3}
     assert PAIRWISE_LOSSES["rpo"].resolve({"alpha": 2.0}) == {"alpha": 2.0}
