@@ -1,11 +1,13 @@
 """Callbacks: environment evaluation, online data collection, policy snapshots, rollout videos,
-atomic checkpoints, the step progress bar, language and image evaluations."""
+atomic checkpoints, the step progress bar, language and image evaluations, the judge budget of
+online preference methods."""
 
 from policylab.callbacks.checkpoint import AtomicCheckpoint, CheckpointWriteError
 from policylab.callbacks.evaluation import EnvEvaluation
 from policylab.callbacks.generation import GreedyAccuracy
 from policylab.callbacks.images import ImageRewardEvaluation
 from policylab.callbacks.interaction import EnvInteraction, StepRecording
+from policylab.callbacks.judge_budget import JudgeBudget
 from policylab.callbacks.progress import StepProgressBar
 from policylab.callbacks.random_state import RandomState
 from policylab.callbacks.snapshots import PolicySnapshots
@@ -18,6 +20,7 @@ __all__ = [
     "EnvInteraction",
     "GreedyAccuracy",
     "ImageRewardEvaluation",
+    "JudgeBudget",
     "PolicySnapshots",
     "RandomState",
     "RolloutVideo",
