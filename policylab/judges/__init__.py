@@ -5,10 +5,11 @@ its output and counts its evaluations (``calls``) so that methods can be compare
 judge budget."""
 
 from policylab.judges.base import JudgeError, PairwiseJudge, ScalarJudge, win_rates
-from policylab.judges.models import PreferenceModelJudge, RewardModelJudge
+from policylab.judges.models import PreferenceModelJudge, RewardModelJudge, as_pairwise_judge
 from policylab.judges.verifier import VerifierJudge
 
 __all__ = [
+    "as_pairwise_judge",
     "JudgeError",
     "PairwiseJudge",
     "PreferenceModelJudge",

@@ -377,3 +377,21 @@ class PreferenceModelJudge(PairwiseJudge):
         matrix.diagonal(dim1=-2, dim2=-1).fill_(0.5)
         self.calls += n * k * (k - 1) // 2
         return matrix
+
+
+def as_pairwise_judge(judge: Any, method: str = "this method") -> PairwiseJudge:
+    """A pairwise judge as it is; a scalar judge (a reward model, a verifier), or a check's dotted
+    path wrapped as a :class:`~policylab.judges.VerifierJudge`, as Bradley-Terry
+    :class:`PreferenceModelJudge` (``P(a > b) = sigma(r_a - r_b)``). ``method`` names the caller in
+    the error for anything else."""
+    from policylab.judges.verifier import VerifierJudge
+
+    if isinstance(judge, str):
+        judge = VerifierJudge(judge)
+    if isinstance(judge, ScalarJudge):
+        return PreferenceModelJudge(judge)
+    if not isinstance(judge, PairwiseJudge):
+        raise ValueError(
+            f"{method}'s judge must be a PairwiseJudge, a ScalarJudge or a check's dotted path, got {judge!r}"
+        )
+    return judge

@@ -55,7 +55,6 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from policylab.judges import PairwiseJudge, PreferenceModelJudge, ScalarJudge, VerifierJudge
 from policylab.losses.egpo import online_ipo_loss, variance_reduced_preferences
 from policylab.modules.preference.online_dpo import OnlineDPO
 
@@ -86,6 +85,8 @@ class EGPO(OnlineDPO):
             :class:`~policylab.modules.preference.OnlineDPO` (``generate_every_n_steps``,
             ``max_new_tokens``, ``top_p``, ...).
     """
+
+    judge_kind = "pairwise"  # a scalar judge or a check is used as Bradley-Terry
 
     def __init__(
         self,
@@ -137,20 +138,6 @@ class EGPO(OnlineDPO):
         self._restore_before_step = False
         self._opponents = None
         self.opponent_sampler = None
-
-    @staticmethod
-    def build_judge(judge: Any) -> PairwiseJudge:
-        """A pairwise judge as it is; a scalar judge, or a check's dotted path, as Bradley-Terry
-        :class:`~policylab.judges.PreferenceModelJudge`."""
-        if isinstance(judge, str):
-            judge = VerifierJudge(judge)
-        if isinstance(judge, ScalarJudge):
-            return PreferenceModelJudge(judge)
-        if not isinstance(judge, PairwiseJudge):
-            raise ValueError(
-                f"EGPO's judge must be a PairwiseJudge, a ScalarJudge or a check's dotted path, got {judge!r}"
-            )
-        return judge
 
     @property
     def samples_opponent(self) -> bool:

@@ -39,7 +39,6 @@ from torch import Tensor
 
 from policylab.callbacks.evaluation import log_evaluation
 from policylab.datamodules.online import Pairs
-from policylab.judges import PairwiseJudge, PreferenceModelJudge, ScalarJudge, VerifierJudge
 from policylab.losses.nash_md import nash_md_loss
 from policylab.modules.preference.online_dpo import OnlineDPO
 from policylab.nn.heads import position_ids
@@ -117,6 +116,8 @@ class NashMD(OnlineDPO):
             tokens, lr 5e-7, fresh samples every step).
     """
 
+    judge_kind = "pairwise"  # a scalar judge or a check is used as Bradley-Terry
+
     def __init__(
         self,
         model: Any,
@@ -140,20 +141,6 @@ class NashMD(OnlineDPO):
         super().__init__(
             model, judge=judge, loss_type="sigmoid", beta=beta, num_generations=2, pair_rule="random_pair", **kwargs
         )
-
-    @staticmethod
-    def build_judge(judge: Any) -> PairwiseJudge:
-        """A pairwise judge as it is; a scalar judge, or a check's dotted path (a verifier), as
-        Bradley-Terry :class:`~policylab.judges.PreferenceModelJudge`."""
-        if isinstance(judge, str):
-            judge = VerifierJudge(judge)
-        if isinstance(judge, ScalarJudge):
-            return PreferenceModelJudge(judge)
-        if not isinstance(judge, PairwiseJudge):
-            raise ValueError(
-                f"NashMD's judge must be a PairwiseJudge, a ScalarJudge or a check's dotted path, got {judge!r}"
-            )
-        return judge
 
     # ----------------------------------------------------------------- one iteration
     def sample_completions(self, prompts: list[str], seed: int) -> Completions:

@@ -61,7 +61,7 @@ from torch import Tensor
 
 from policylab.callbacks.evaluation import log_evaluation
 from policylab.datamodules.online import PAIR_RULES, build_pairs, right_padded
-from policylab.judges import JudgeError, ScalarJudge, VerifierJudge
+from policylab.judges import JudgeError, ScalarJudge, VerifierJudge, as_pairwise_judge
 from policylab.losses.pairwise import PairStats
 from policylab.modules.preference.lm import LanguageModelModule
 from policylab.modules.preference.objective import PairwiseObjective
@@ -168,9 +168,15 @@ class OnlineDPO(LanguageModelModule):
         self.sampler = None  # built at fit start from the datamodule's tokenizer
 
     # ----------------------------------------------------------------- parts
-    @staticmethod
-    def build_judge(judge: Any):
-        """A judge object as it is; a dotted path of a check function as a VerifierJudge."""
+    #: what the method's judge gives: ``scalar`` (a score per completion) or ``pairwise``
+    #: (``P(a > b)``; a scalar judge or a check is then wrapped as Bradley-Terry)
+    judge_kind = "scalar"
+
+    def build_judge(self, judge: Any):
+        """A judge object as it is; a dotted path of a check function as a VerifierJudge; for a
+        ``pairwise`` method, :func:`policylab.judges.as_pairwise_judge` of it."""
+        if self.judge_kind == "pairwise":
+            return as_pairwise_judge(judge, type(self).__name__)
         if isinstance(judge, str):
             return VerifierJudge(judge)
         if not callable(getattr(judge, "score", None)):

@@ -46,7 +46,7 @@ import torch
 from torch import Tensor
 
 from policylab.callbacks.evaluation import log_evaluation
-from policylab.judges import PairwiseJudge, PreferenceModelJudge, ScalarJudge, VerifierJudge, win_rates
+from policylab.judges import win_rates
 from policylab.modules.preference.online_dpo import OnlineDPO
 
 
@@ -69,6 +69,8 @@ class SPPO(OnlineDPO):
         kwargs: the other sampling, iteration and optimizer settings of
             :class:`~policylab.modules.preference.OnlineDPO` (the authors' lr is its 5e-7).
     """
+
+    judge_kind = "pairwise"  # a scalar judge or a check is used as Bradley-Terry
 
     def __init__(
         self,
@@ -97,20 +99,6 @@ class SPPO(OnlineDPO):
             reference_update=reference_update,
             **kwargs,
         )
-
-    @staticmethod
-    def build_judge(judge: Any) -> PairwiseJudge:
-        """A pairwise judge as it is; a scalar judge, or a check's dotted path (a verifier), as
-        Bradley-Terry :class:`~policylab.judges.PreferenceModelJudge`."""
-        if isinstance(judge, str):
-            judge = VerifierJudge(judge)
-        if isinstance(judge, ScalarJudge):
-            return PreferenceModelJudge(judge)
-        if not isinstance(judge, PairwiseJudge):
-            raise ValueError(
-                f"SPPO's judge must be a PairwiseJudge, a ScalarJudge or a check's dotted path, got {judge!r}"
-            )
-        return judge
 
     def score_completions(self, completions) -> Tensor:
         """Each row's win rate ``P_hat(y_k > pi_t)`` against the K samples of its prompt, ``[N*K]``."""
