@@ -1,26 +1,34 @@
-"""The Hopper data shipped in the package: found by name, consistent with its card, and its medium
-policy scores what the card says."""
+"""The data shipped in the package (Hopper and HalfCheetah medium-replay): found by name,
+consistent with its card, and its medium policy scores what the card says."""
 
 import re
 
 import numpy as np
+import pytest
 import torch
 
 from policylab.data import bundle_dir, bundled_dataset
 from policylab.datamodules import OfflineTransitionDataModule, read_d4rl_hdf5
 from policylab.datasets.build import BuildConfig, dataset_statistics, evaluate_snapshot
 
+# family, env, obs and action dimensions, D4RL reference scores, episodes re-scored for the card check
+BUNDLES = [
+    ("hopper", "Hopper-v5", 11, 3, (-20.272305, 3234.3), 20),
+    ("halfcheetah", "HalfCheetah-v5", 17, 6, (-280.178953, 12135.0), 5),  # 1000 steps each: 5 episodes
+]
 
-def test_bundled_medium_replay_loads_by_name_and_matches_its_card():
-    path = bundled_dataset("hopper-medium-replay-v5")
+
+@pytest.mark.parametrize("family, env_id, obs_dim, action_dim, refs, episodes", BUNDLES)
+def test_bundled_medium_replay_loads_by_name_and_matches_its_card(family, env_id, obs_dim, action_dim, refs, episodes):
+    path = bundled_dataset(f"{family}-medium-replay-v5")
     assert path is not None and path.is_file()
-    dm = OfflineTransitionDataModule("hopper-medium-replay-v5").load()
-    assert dm.env_id == "Hopper-v5" and dm.obs_dim == 11 and dm.action_dim == 3
-    assert dm.reference_scores == (-20.272305, 3234.3)
+    dm = OfflineTransitionDataModule(f"{family}-medium-replay-v5").load()
+    assert dm.env_id == env_id and dm.obs_dim == obs_dim and dm.action_dim == action_dim
+    assert dm.reference_scores == refs
     arrays, attrs = read_d4rl_hdf5(path)
-    stats = dataset_statistics(arrays, "Hopper-v5")
+    stats = dataset_statistics(arrays, env_id)
     assert len(dm.buffer) == stats["transitions"]  # every row has next_observations: no row dropped
-    card = (bundle_dir("hopper") / "README.md").read_text()
+    card = (bundle_dir(family) / "README.md").read_text()
     row = next(line for line in card.splitlines() if line.startswith(f"| {path.name}"))
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert int(cells[1]) == stats["transitions"] and int(cells[2]) == stats["episodes"]
@@ -30,13 +38,14 @@ def test_bundled_medium_replay_loads_by_name_and_matches_its_card():
     assert attrs["medium_policy_step"] > 0 and not np.isnan(arrays["observations"]).any()
 
 
-def test_bundled_medium_policy_scores_as_its_card_says():
-    snapshot = torch.load(bundle_dir("hopper") / "medium_policy.pt", weights_only=True)
-    assert 25 <= snapshot["score"] <= 60  # D4RL's hopper medium policy scores about 44
-    card = (bundle_dir("hopper") / "README.md").read_text()
+@pytest.mark.parametrize("family, env_id, obs_dim, action_dim, refs, episodes", BUNDLES)
+def test_bundled_medium_policy_scores_as_its_card_says(family, env_id, obs_dim, action_dim, refs, episodes):
+    snapshot = torch.load(bundle_dir(family) / "medium_policy.pt", weights_only=True)
+    assert 25 <= snapshot["score"] <= 60  # D4RL's medium policies score about a third of expert (hopper 44)
+    card = (bundle_dir(family) / "README.md").read_text()
     assert re.search(
         rf"\| medium_policy.pt \| {snapshot['step']} \| {snapshot['env_steps']} \| {snapshot['score']:.1f} \|", card
     )
-    # 20 fresh deterministic episodes, as the builder scored it
-    score = evaluate_snapshot(BuildConfig(), snapshot, episodes=20)
+    # fresh deterministic episodes, as the builder scored it (20)
+    score = evaluate_snapshot(BuildConfig(family=family), snapshot, episodes=episodes)
     assert abs(score - snapshot["score"]) < 10, (score, snapshot["score"])

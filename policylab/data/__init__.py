@@ -8,7 +8,10 @@ from pathlib import Path
 DATA_DIR = Path(__file__).resolve().parent
 
 # dataset name -> file inside this package
-BUNDLED_DATASETS = {"hopper-medium-replay-v5": "hopper/hopper_medium_replay-v5.hdf5"}
+BUNDLED_DATASETS = {
+    "hopper-medium-replay-v5": "hopper/hopper_medium_replay-v5.hdf5",
+    "halfcheetah-medium-replay-v5": "halfcheetah/halfcheetah_medium_replay-v5.hdf5",
+}
 
 
 def bundle_dir(family: str) -> Path:
