@@ -21,8 +21,11 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint  # noqa: E402
 from policylab.datamodules import OnlinePromptDataModule  # noqa: E402
 from policylab.judges import PreferenceModelJudge, VerifierJudge  # noqa: E402
 from policylab.losses.nash_md import nash_md_loss  # noqa: E402
-from policylab.modules.preference.nash_md import NashMD, pair_completions, token_log_probs  # noqa: E402
-from policylab.nn.sequence import model_completion_log_probs  # noqa: E402
+from policylab.modules.preference.nash_md import NashMD, pair_completions  # noqa: E402
+from policylab.nn.sequence import (
+    model_completion_log_probs,  # noqa: E402
+    model_token_log_probs,  # noqa: E402
+)
 from policylab.tasks.arithmetic import build_model, build_tokenizer, is_correct  # noqa: E402
 
 
@@ -108,7 +111,7 @@ def test_samples_pair_the_policy_with_the_mixture_and_token_log_probs_sum_to_the
         assert not paired.completion_mask[rows, width:].any()
 
     ids, attention, completion = paired.input_ids, paired.attention_mask, paired.completion_mask
-    per_token, mask = token_log_probs(module.policy, ids, attention, completion)
+    per_token, mask = model_token_log_probs(module.policy, ids, attention, completion)
     summed, count = model_completion_log_probs(module.policy, ids, attention, completion)
     torch.testing.assert_close(per_token.sum(1), summed)
     torch.testing.assert_close(mask.sum(1), count)

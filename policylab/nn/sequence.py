@@ -12,15 +12,14 @@ from torch import Tensor
 from policylab.nn.heads import position_ids
 
 
-def completion_log_probs(logits: Tensor, input_ids: Tensor, completion_mask: Tensor) -> tuple[Tensor, Tensor]:
-    """Summed log-probabilities of the completion tokens and their count, per row.
+def token_log_probs(logits: Tensor, input_ids: Tensor, completion_mask: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-token log-probabilities of ``input_ids[:, 1:]`` and the mask they count on, both ``[B, T - 1]``.
 
     ``logits`` ``[B, T, V]`` are the model's outputs for ``input_ids`` ``[B, T]``; token ``t`` is
     predicted by the logits at ``t - 1``. ``completion_mask`` ``[B, T]`` is 1 on the tokens that
-    count (the completion, never the prompt or padding), so padding cannot leak into the sum
-    wherever it sits. Returns ``(sum_log_prob [B], num_tokens [B])``; the mean per token is
-    their ratio. Computed as ``logit[token] - logsumexp(logits)`` in float32 without
-    materializing the full ``[B, T, V]`` log-softmax.
+    count (the completion, never the prompt or padding); off it the log-probability is 0, so
+    padding cannot leak into a sum wherever it sits. Computed as ``logit[token] - logsumexp(logits)``
+    in float32 without materializing the full ``[B, T, V]`` log-softmax.
     """
     if logits.shape[:2] != input_ids.shape or completion_mask.shape != input_ids.shape:
         raise ValueError(
@@ -31,8 +30,14 @@ def completion_log_probs(logits: Tensor, input_ids: Tensor, completion_mask: Ten
     targets = input_ids[:, 1:]
     mask = completion_mask[:, 1:].to(logits.dtype)
     token_logits = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-    token_log_probs = token_logits - torch.logsumexp(logits, dim=-1)
-    return (token_log_probs * mask).sum(-1), mask.sum(-1)
+    return (token_logits - torch.logsumexp(logits, dim=-1)) * mask, mask
+
+
+def completion_log_probs(logits: Tensor, input_ids: Tensor, completion_mask: Tensor) -> tuple[Tensor, Tensor]:
+    """Summed log-probabilities of the completion tokens and their count, per row: the sums of
+    :func:`token_log_probs` (``(sum_log_prob [B], num_tokens [B])``; the mean per token is their ratio)."""
+    per_token, mask = token_log_probs(logits, input_ids, completion_mask)
+    return per_token.sum(-1), mask.sum(-1)
 
 
 def _forward_takes(model, argument: str) -> bool:
@@ -55,11 +60,7 @@ def model_completion_log_probs(
     LM head only from the position before the batch's first completion token on (HF's
     ``logits_to_keep``, where the model takes it): prompt positions never become ``[V]``-wide
     logits, which for long prompts and large vocabularies is most of the step's memory."""
-    kwargs = {}
-    if _forward_takes(model, "position_ids"):
-        # Positions count real tokens only, as generation numbers them: left-padded rows (the
-        # sampler's) read like unpadded ones under learned position embeddings too.
-        kwargs["position_ids"] = position_ids(attention_mask)
+    kwargs = _position_kwargs(model, attention_mask)
     start = 0
     if _forward_takes(model, "logits_to_keep"):
         # Every row's completion starts at or after the earliest one; logits at t predict t+1.
@@ -68,3 +69,20 @@ def model_completion_log_probs(
         kwargs["logits_to_keep"] = input_ids.shape[1] - start
     logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False, **kwargs).logits
     return completion_log_probs(logits, input_ids[:, start:], completion_mask[:, start:])
+
+
+def model_token_log_probs(
+    model, input_ids: Tensor, attention_mask: Tensor, completion_mask: Tensor
+) -> tuple[Tensor, Tensor]:
+    """:func:`token_log_probs` of a causal LM's forward over whole rows (``[B, T - 1]`` each, the
+    positions as :func:`model_completion_log_probs` numbers them); their row sums are its values.
+    For losses that weight each token (Nash-MD's per-token KL term)."""
+    kwargs = _position_kwargs(model, attention_mask)
+    logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False, **kwargs).logits
+    return token_log_probs(logits, input_ids, completion_mask)
+
+
+def _position_kwargs(model, attention_mask: Tensor) -> dict[str, Tensor]:
+    # Positions count real tokens only, as generation numbers them: left-padded rows (the
+    # sampler's) read like unpadded ones under learned position embeddings too.
+    return {"position_ids": position_ids(attention_mask)} if _forward_takes(model, "position_ids") else {}

@@ -41,8 +41,7 @@ from policylab.callbacks.evaluation import log_evaluation
 from policylab.datamodules.online import Pairs
 from policylab.losses.nash_md import nash_md_loss
 from policylab.modules.preference.online_dpo import OnlineDPO
-from policylab.nn.heads import position_ids
-from policylab.nn.sequence import _forward_takes
+from policylab.nn.sequence import model_token_log_probs
 from policylab.sampling.completions import Completions
 
 _ROW_KEYS = ("input_ids", "attention_mask", "completion_mask")
@@ -78,20 +77,6 @@ def pair_completions(first: Completions, second: Completions, pad_id: int) -> Co
         generated_tokens=first.generated_tokens + second.generated_tokens,
         seconds=first.seconds + second.seconds,
     )
-
-
-def token_log_probs(model, input_ids: Tensor, attention_mask: Tensor, completion_mask: Tensor) -> tuple[Tensor, Tensor]:
-    """Per-token ``log pi(token_t | tokens_<t)`` of a causal LM over ``input_ids`` ``[B, T]``, and
-    the completion mask they count on, both ``[B, T - 1]`` (token ``t + 1`` predicted at ``t``; 0
-    off the completion). Positions count real tokens only, as
-    :func:`policylab.nn.sequence.model_completion_log_probs` (whose sums these are) does."""
-    kwargs = {"position_ids": position_ids(attention_mask)} if _forward_takes(model, "position_ids") else {}
-    logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False, **kwargs).logits
-    logits = logits[:, :-1].float()
-    targets = input_ids[:, 1:]
-    mask = completion_mask[:, 1:].to(logits.dtype)
-    chosen = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
-    return chosen * mask, mask
 
 
 def policy_rows(rows: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -191,7 +176,7 @@ class NashMD(OnlineDPO):
     # ----------------------------------------------------------------- steps
     def reference_token_log_probs(self, rows: dict[str, Tensor]) -> Tensor:
         with torch.no_grad():
-            return token_log_probs(self.reference, *(rows[k] for k in _ROW_KEYS))[0]
+            return model_token_log_probs(self.reference, *(rows[k] for k in _ROW_KEYS))[0]
 
     def shared_step(self, batch: dict) -> tuple[Tensor, dict[str, Tensor]]:
         """Nash-MD-PG's loss (:func:`~policylab.losses.nash_md.nash_md_loss`) on the batch's
@@ -199,7 +184,7 @@ class NashMD(OnlineDPO):
         n = batch["input_ids"].shape[0] // 2
         width = int(batch["attention_mask"][:n].sum(1).max())
         rows = {k: batch[k][:n, :width] for k in _ROW_KEYS}
-        log_pi, mask = token_log_probs(self.policy, *(rows[k] for k in _ROW_KEYS))
+        log_pi, mask = model_token_log_probs(self.policy, *(rows[k] for k in _ROW_KEYS))
         log_ref = self.reference_token_log_probs(rows)
         probability = batch["probability"]
         loss, score, kl = nash_md_loss(log_pi, log_ref, mask, probability, self.settings.beta)
