@@ -60,6 +60,23 @@ def write_expert_toy(path: Path, rows: int) -> Path:
     return path
 
 
+def iteration_recorder():
+    """A callback recording, after every training step of an online method, the datamodule's
+    iteration and a copy of its stored pairs (``recorder.steps[global_step] = (iteration, pairs)``):
+    what a resumed run must reproduce."""
+    from lightning.pytorch.callbacks import Callback
+
+    class IterationRecorder(Callback):
+        def __init__(self):
+            self.steps = {}
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            dm = trainer.datamodule
+            self.steps[trainer.global_step] = (dm.iteration, {k: v.clone() for k, v in dm.pairs.items()})
+
+    return IterationRecorder()
+
+
 def quiet_trainer(**kwargs):
     """A CPU Trainer without logger, checkpoints, progress bar, model summary or sanity check."""
     import lightning as L

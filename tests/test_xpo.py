@@ -13,8 +13,8 @@ import torch
 
 pytest.importorskip("transformers", reason="the language-model extras (pip install -e '.[lm]')")
 import lightning as L  # noqa: E402
-from conftest import mean_verifier_score, quiet_trainer  # noqa: E402
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint  # noqa: E402
+from conftest import iteration_recorder, mean_verifier_score, quiet_trainer  # noqa: E402
+from lightning.pytorch.callbacks import ModelCheckpoint  # noqa: E402
 
 from policylab.datamodules import OnlinePromptDataModule  # noqa: E402
 from policylab.judges import VerifierJudge  # noqa: E402
@@ -143,22 +143,13 @@ def test_xpo_raises_the_verifier_score_on_held_out_prompts(addition):
     assert after > before + 0.1, (before, after)
 
 
-class _Recorder(Callback):
-    def __init__(self):
-        self.steps = {}
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        dm = trainer.datamodule
-        self.steps[trainer.global_step] = (dm.iteration, {k: v.clone() for k, v in dm.pairs.items()})
-
-
 def test_a_checkpoint_inside_an_iteration_resumes_on_the_same_pairs(addition, tmp_path):
     folder, tokenizer, policy, _ = addition
 
     def run(max_steps, ckpt_path=None, callbacks=()):
         L.seed_everything(0)
         module, dm = _xpo(folder, tokenizer, policy, steps_per_iteration=3, prompts=12, keep_ties=True)
-        recorder = _Recorder()
+        recorder = iteration_recorder()
         trainer = quiet_trainer(
             max_steps=max_steps, callbacks=[recorder, *callbacks], default_root_dir=tmp_path, enable_checkpointing=True
         )
