@@ -2,14 +2,25 @@
 learning curves at the end.
 
     python -m policylab.sweep --configs configs/td3bc_hopper.yaml configs/iql_hopper.yaml \\
-        --datasets hopper-medium-replay-v5 --seeds 0 1 2 --max-steps 100000 --out sweeps/hopper \\
-        [--set evaluation.every_n_steps=5000 ...] [--parallel 2] [--cluster slurm --partition gpu]
+        --datasets hopper-medium-replay-v5 halfcheetah-medium-replay-v5 --seeds 0 1 2 \\
+        --max-steps 100000 --out sweeps/mujoco [--set evaluation.every_n_steps=5000 ...] \\
+        [--parallel 2] [--cluster slurm --partition gpu]
+
+Methods. A config is a method, named after its file without the task (``a2pr_hopper.yaml`` is
+``a2pr``) or as given (``--configs cdsa_td3bc=configs/cdsa_hopper.yaml``). On another task's
+dataset a config named after a task runs through that task's config when one lies beside it
+(``a2pr_hopper.yaml`` on ``halfcheetah-medium-replay-v5`` runs ``a2pr_halfcheetah.yaml``, the
+paper's HalfCheetah values), otherwise as it is with the dataset swapped; the sweep prints which.
 
 Each run is ``python cli.py fit --config C --data.init_args.dataset D --seed_everything S
 --trainer.max_steps N`` (plus the ``--set`` values) logging to
-``<out>/runs/<config stem>/<dataset>/seed<S>/`` (TensorBoard events, ``checkpoints/last.ckpt``,
-``run.log``). A rerun of the same command skips the runs that finished (``finished.json``, written
-when ``last.ckpt`` reached ``max_steps``) and resumes the others from ``last.ckpt``
+``<out>/runs/<method>/<dataset>/seed<S>/`` (TensorBoard events, ``checkpoints/last.ckpt``,
+``run.log``). ``--set KEY=VALUE`` is for every run, ``--set METHOD:KEY=VALUE`` for one method's;
+a value may name ``{seed}``, ``{dataset}`` and ``{run:METHOD}``, the folder of that method's run on
+the same dataset and seed, which then finishes first (CDSA on each TD3+BC run:
+``--set cdsa_td3bc:model.init_args.backbone_checkpoint={run:td3bc}/checkpoints/last.ckpt``).
+A rerun of the same command skips the runs that finished (``finished.json``, written when
+``last.ckpt`` reached ``max_steps``) and resumes the others from ``last.ckpt``
 (``--ckpt_path last``); a larger ``--max-steps`` continues finished runs. At the end it writes
 ``<out>/table.md`` and ``table.csv`` (per method and dataset: seeds, last score, mean of the last 3
 evaluations, max, each as mean ± std over seeds, of ``eval/normalized_score``), ``scores.csv``
@@ -37,6 +48,7 @@ import fcntl
 import json
 import math
 import os
+import re
 import signal
 import sys
 import time
@@ -47,15 +59,18 @@ FINISHED = "finished.json"
 TAG = "eval/normalized_score"
 
 
+TASK_FAMILIES = ("hopper", "halfcheetah", "walker2d", "ant")
+_RUN_FOLDER = re.compile(r"\{run:([^{}]+)\}")
+
+
 @dataclass(frozen=True)
 class Run:
-    config: Path
+    method: str
+    config: Path  # the config this run trains with (the task's own where one exists)
     dataset: str
     seed: int
-
-    @property
-    def method(self) -> str:
-        return self.config.stem
+    sets: tuple[str, ...] = ()  # KEY=VALUE, placeholders filled in
+    needs: tuple[str, ...] = ()  # methods whose run on the same dataset and seed finishes first
 
     @property
     def data_label(self) -> str:
@@ -63,10 +78,123 @@ class Run:
         return Path(self.dataset).stem if ("/" in self.dataset and Path(self.dataset).suffix) else self.dataset
 
     def folder(self, out: Path) -> Path:
-        return out / "runs" / self.method / self.data_label.replace("/", "_") / f"seed{self.seed}"
+        return run_folder(out, self.method, self.data_label, self.seed)
 
 
-def cli_args(run: Run, out: Path, max_steps: int, sets: list[str], resume: bool) -> list[str]:
+def run_folder(out: Path, method: str, data_label: str, seed: int) -> Path:
+    return out / "runs" / method / data_label.replace("/", "_") / f"seed{seed}"
+
+
+def task_family(dataset: str) -> str | None:
+    """The MuJoCo task of a dataset id or file (``halfcheetah-medium-replay-v5`` -> ``halfcheetah``)."""
+    for part in reversed(Path(dataset).with_suffix("").parts if Path(dataset).suffix else dataset.split("/")):
+        name = part.split("-")[0].split("_")[0].lower()
+        if name in TASK_FAMILIES:
+            return name
+    return None
+
+
+def method_name(config: Path) -> str:
+    """``a2pr_hopper.yaml`` -> ``a2pr``: the file's stem without a task suffix."""
+    stem = config.stem
+    for family in TASK_FAMILIES:
+        if stem.endswith(f"_{family}"):
+            return stem[: -len(family) - 1]
+    return stem
+
+
+def config_for(config: Path, dataset: str) -> Path:
+    """The task's own config beside ``config`` (``a2pr_halfcheetah.yaml`` for a HalfCheetah dataset
+    and ``a2pr_hopper.yaml``), or ``config`` itself when there is none."""
+    family = task_family(dataset)
+    name = method_name(config)
+    if family is None or name == config.stem:
+        return config
+    own = config.with_name(f"{name}_{family}{config.suffix}")
+    return own if own.is_file() else config
+
+
+def parse_configs(items: list[str]) -> dict[str, Path]:
+    """``--configs`` items (``PATH`` or ``METHOD=PATH``) -> {method: config}."""
+    methods: dict[str, Path] = {}
+    for item in items:
+        name, equals, path = item.partition("=")
+        if not equals or "/" in name:  # a path, perhaps with a '=' in it
+            name, path = "", item
+        config = Path(path)
+        if not config.is_file():
+            raise ValueError(f"--configs: {path} is not a file")
+        name = name or method_name(config)
+        if not re.fullmatch(r"[\w.-]+", name):
+            raise ValueError(f"--configs: method name {name!r} may hold letters, digits, '_', '.' and '-' only")
+        if name in methods:
+            raise ValueError(f"--configs: two configs are method {name!r}; name one: {name}2={path}")
+        methods[name] = config
+    return methods
+
+
+def parse_sets(items: list[str], methods: dict[str, Path]) -> list[tuple[str | None, str]]:
+    """``--set`` items -> [(method or None for every run, KEY=VALUE)]."""
+    sets = []
+    for item in items:
+        key, equals, value = item.partition("=")
+        if not equals or not key:
+            raise ValueError(f"--set {item}: expected KEY=VALUE, e.g. --set evaluation.every_n_steps=5000")
+        method, colon, key = key.rpartition(":") if ":" in key else (None, "", key)
+        for name in ([method] if method is not None else []) + _RUN_FOLDER.findall(value):
+            if name not in methods:
+                raise ValueError(f"--set {item}: no method {name!r} in this sweep (its methods: {', '.join(methods)})")
+        sets.append((method, f"{key}={value}"))
+    return sets
+
+
+def build_runs(methods: dict[str, Path], datasets: list[str], seeds: list[int], sets, out: Path) -> list[Run]:
+    """Every (method, dataset, seed), seed by seed, with its config for the dataset's task and its
+    ``--set`` values filled in; runs that others need come first."""
+    runs = []
+    for seed in seeds:  # seed-major: a long sweep has every method and dataset on one seed first
+        for dataset in datasets:
+            for method, config in methods.items():
+                label = Run(method, config, dataset, seed).data_label
+                filled, needs = [], []
+                for owner, item in sets:
+                    if owner not in (None, method):
+                        continue
+                    needs += _RUN_FOLDER.findall(item)
+                    item = _RUN_FOLDER.sub(
+                        lambda m, label=label, seed=seed: str(run_folder(out, m.group(1), label, seed).resolve()), item
+                    )
+                    filled.append(item.replace("{seed}", str(seed)).replace("{dataset}", dataset))
+                if method in needs:
+                    raise ValueError(f"--set: method {method} names its own run with {{run:{method}}}")
+                runs.append(Run(method, config_for(config, dataset), dataset, seed, tuple(filled), tuple(needs)))
+    return _needed_first(runs)
+
+
+def _needed_first(runs: list[Run]) -> list[Run]:
+    """Order runs so that each comes after the runs it needs; a cycle is an error."""
+    by_key = {(r.method, r.data_label, r.seed): r for r in runs}
+    ordered, placed, visiting = [], set(), set()
+
+    def place(run: Run) -> None:
+        key = (run.method, run.data_label, run.seed)
+        if key in placed:
+            return
+        if key in visiting:
+            raise ValueError(f"--set: the {{run:...}} values make a cycle through method {run.method}")
+        visiting.add(key)
+        for method in run.needs:
+            place(by_key[(method, run.data_label, run.seed)])
+        visiting.discard(key)
+        placed.add(key)
+        ordered.append(run)
+
+    for run in runs:
+        place(run)
+    return ordered
+
+
+def cli_args(run: Run, out: Path, max_steps: int, resume: bool) -> list[str]:
     """The ``python cli.py`` arguments of ``run`` (after ``cli.py``)."""
     folder = run.folder(out)
     args = [
@@ -88,7 +216,7 @@ def cli_args(run: Run, out: Path, max_steps: int, sets: list[str], resume: bool)
         "--trainer.enable_progress_bar",
         "false",
     ]
-    for item in sets:
+    for item in run.sets:
         key, _, value = item.partition("=")
         args += [f"--{key.removeprefix('--')}", value]
     return args + (["--ckpt_path", "last"] if resume else [])
@@ -206,28 +334,51 @@ def plan(runs: list[Run], out: Path, max_steps: int) -> tuple[list[Run], list[tu
     return done, todo
 
 
-def run_local(todo: list[tuple[Run, int]], out: Path, max_steps: int, sets: list[str], parallel: int, threads: int):
+def _needs_state(run: Run, out: Path, max_steps: int, failed: set[Run], runs: list[Run]) -> str:
+    """ "ready" when every run that ``run`` needs has finished, "failed" when one of them failed,
+    else "wait"."""
+    for method in run.needs:
+        need = next(r for r in runs if (r.method, r.data_label, r.seed) == (method, run.data_label, run.seed))
+        if need in failed:
+            return "failed"
+        if finished_steps(need.folder(out)) < max_steps:
+            return "wait"
+    return "ready"
+
+
+def run_local(todo: list[tuple[Run, int]], runs: list[Run], out: Path, max_steps: int, parallel: int, threads: int):
     import policylab.cli  # noqa: F401 - imported once here, before forking
 
-    failed, running, queue = [], {}, list(todo)
+    failed, running, queue = set(), {}, list(todo)
     while queue or running:
-        while queue and len(running) < parallel:
-            run, step = queue.pop(0)
+        for run, step in list(queue):
+            if len(running) >= parallel:
+                break
+            state = _needs_state(run, out, max_steps, failed, runs)
+            if state == "wait":
+                continue
+            queue.remove((run, step))
+            if state == "failed":
+                print(f"FAILED {run.folder(out)} (not started: a run it needs failed)", flush=True)
+                failed.add(run)
+                continue
             folder = run.folder(out)
-            args = cli_args(run, out, max_steps, sets, resume=step > 0)
+            args = cli_args(run, out, max_steps, resume=step > 0)
             print(f"{'resume' if step else 'start '} {folder} (from step {step})", flush=True)
             running[_fork_run(folder, args, max_steps, threads)] = run
+        if not running:
+            continue  # the runs left wait on none that is running: the next pass starts or fails them
         pid, status = os.wait()
         run = running.pop(pid, None)
         if run is not None:
             code = os.waitstatus_to_exitcode(status)
             print(f"{'done  ' if code == 0 else 'FAILED'} {run.folder(out)} (exit {code})", flush=True)
             if code != 0:
-                failed.append(run)
-    return failed
+                failed.add(run)
+    return [run for run in runs if run in failed]
 
 
-def run_submitit(todo, out: Path, max_steps: int, sets: list[str], options: argparse.Namespace):
+def run_submitit(todo, runs: list[Run], out: Path, max_steps: int, options: argparse.Namespace):
     try:
         import submitit
     except ImportError:
@@ -244,23 +395,35 @@ def run_submitit(todo, out: Path, max_steps: int, sets: list[str], options: argp
         if options.partition:
             params["slurm_partition"] = options.partition
     executor.update_parameters(**params)
-    jobs = []
-    with executor.batch():
-        for run, step in todo:
-            args = cli_args(run, out, max_steps, sets, resume=step > 0)
-            jobs.append((run, executor.submit(run_one, str(run.folder(out)), args, max_steps, options.threads)))
-    for run, job in jobs:
-        print(f"submitted {run.folder(out)} as job {job.job_id}", flush=True)
-    failed = []
-    for run, job in jobs:
-        try:
-            code = job.result()
-        except Exception as err:  # noqa: BLE001 - submitit's job failures: reported, the sweep goes on
-            code = f"{type(err).__name__}: {str(err).splitlines()[-1] if str(err) else ''}"
-        print(f"{'done  ' if code == 0 else 'FAILED'} {run.folder(out)} ({code})", flush=True)
-        if code != 0:
-            failed.append(run)
-    return failed
+    failed, queue = set(), list(todo)
+    while queue:  # in waves: the runs whose needs have finished, submitted together
+        wave = []
+        for run, step in list(queue):
+            state = _needs_state(run, out, max_steps, failed, runs)
+            if state == "wait":
+                continue
+            queue.remove((run, step))
+            if state == "failed":
+                print(f"FAILED {run.folder(out)} (not submitted: a run it needs failed)", flush=True)
+                failed.add(run)
+            else:
+                wave.append((run, step))
+        jobs = []
+        with executor.batch():
+            for run, step in wave:
+                args = cli_args(run, out, max_steps, resume=step > 0)
+                jobs.append((run, executor.submit(run_one, str(run.folder(out)), args, max_steps, options.threads)))
+        for run, job in jobs:
+            print(f"submitted {run.folder(out)} as job {job.job_id}", flush=True)
+        for run, job in jobs:
+            try:
+                code = job.result()
+            except Exception as err:  # noqa: BLE001 - submitit's job failures: reported, the sweep goes on
+                code = f"{type(err).__name__}: {str(err).splitlines()[-1] if str(err) else ''}"
+            print(f"{'done  ' if code == 0 else 'FAILED'} {run.folder(out)} ({code})", flush=True)
+            if code != 0:
+                failed.add(run)
+    return [run for run in runs if run in failed]
 
 
 # ---------------------------------------------------------------------------------------- results
@@ -367,12 +530,20 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m policylab.sweep", description=__doc__.split("\n\n")[0].replace("\n", " ")
     )
-    parser.add_argument("--configs", nargs="+", required=True, help="config files (each its method)")
+    parser.add_argument(
+        "--configs", nargs="+", required=True, metavar="[METHOD=]CONFIG", help="config files, each a method"
+    )
     parser.add_argument("--datasets", nargs="+", required=True, help="dataset ids or files (data.init_args.dataset)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--max-steps", type=int, required=True, help="gradient steps of every run")
     parser.add_argument("--out", required=True, help="the sweep folder")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a CLI value for every run")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="[METHOD:]KEY=VALUE",
+        help="a CLI value for every run, or for one method's",
+    )
     parser.add_argument("--parallel", type=int, default=1, help="runs at a time (SLURM: array parallelism)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
     parser.add_argument("--cluster", choices=("none", "local", "slurm"), default="none")
@@ -382,26 +553,29 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--gpus-per-node", type=int, default=0)
     parser.add_argument("--table-only", action="store_true", help="write the table and plots of what exists")
     options = parser.parse_args(argv)
-    for config in options.configs:
-        if not Path(config).is_file():
-            parser.error(f"--configs: {config} is not a file")
-    for item in options.set:
-        if "=" not in item:
-            parser.error(f"--set {item}: expected KEY=VALUE, e.g. --set evaluation.every_n_steps=5000")
     out = Path(options.out)
-    out.mkdir(parents=True, exist_ok=True)
-    runs = [Run(Path(c), d, s) for c in options.configs for d in options.datasets for s in options.seeds]
+    try:
+        methods = parse_configs(options.configs)
+        sets = parse_sets(options.set, methods)
+        runs = build_runs(methods, options.datasets, options.seeds, sets, out)
+    except ValueError as err:
+        parser.error(str(err))
     if len({r.folder(out) for r in runs}) < len(runs):
-        parser.error("two configs or datasets share a name: their runs would share a folder")
+        parser.error("two datasets share a name: their runs would share a folder")
+    for method, config in methods.items():
+        for dataset in options.datasets:
+            own = config_for(config, dataset)
+            print(f"{method} on {Run(method, own, dataset, 0).data_label}: {own}", flush=True)
+    out.mkdir(parents=True, exist_ok=True)
     failed = []
     if not options.table_only:
         done, todo = plan(runs, out, options.max_steps)
         for run in done:
             print(f"skip   {run.folder(out)} (finished)", flush=True)
         if options.cluster == "none":
-            failed = run_local(todo, out, options.max_steps, options.set, options.parallel, options.threads)
+            failed = run_local(todo, runs, out, options.max_steps, options.parallel, options.threads)
         else:
-            failed = run_submitit(todo, out, options.max_steps, options.set, options)
+            failed = run_submitit(todo, runs, out, options.max_steps, options)
     print(write_results(runs, out, options.max_steps), end="")
     for path in write_curves(runs, out):
         print(f"wrote {path}")

@@ -59,8 +59,8 @@ def test_sweep_table_and_resume_after_kill(tmp_path, hopper_hdf5):
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     rows = _rows(whole / "table.csv")
     assert [(r["method"], r["dataset"], r["seeds"]) for r in rows] == [
-        ("td3bc_hopper", "hopper_random-v5", "2"),
-        ("iql_hopper", "hopper_random-v5", "2"),
+        ("td3bc", "hopper_random-v5", "2"),
+        ("iql", "hopper_random-v5", "2"),
     ]
     scores = _rows(whole / "scores.csv")
     assert sorted({int(r["step"]) for r in scores}) == [20, 40, 60] and len(scores) == 4 * 3
@@ -76,15 +76,15 @@ def test_sweep_table_and_resume_after_kill(tmp_path, hopper_hdf5):
         for name, values in (("last", last), ("last3", last3), ("max", best)):
             assert float(row[f"{name}_mean"]) == pytest.approx(values.mean().item(), rel=1e-9)
             assert float(row[f"{name}_std"]) == pytest.approx(values.std(unbiased=False).item(), rel=1e-9, abs=1e-12)
-    assert "| td3bc_hopper | hopper_random-v5 | 2 |" in (whole / "table.md").read_text()
+    assert "| td3bc | hopper_random-v5 | 2 |" in (whole / "table.md").read_text()
     if importlib.util.find_spec("matplotlib") is not None:  # the optional extra 'sweep'
         assert (whole / "curves-hopper_random-v5.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     # 2. The same sweep, killed (SIGKILL) after its first run finished, while the second runs and
-    # has a checkpoint before max_steps.
+    # has a checkpoint before max_steps (seed by seed: TD3+BC and IQL on seed 0, then seed 1).
     cut = tmp_path / "cut"
-    first = cut / "runs/td3bc_hopper/hopper_random-v5/seed0"
-    second = cut / "runs/td3bc_hopper/hopper_random-v5/seed1"
+    first = cut / "runs/td3bc/hopper_random-v5/seed0"
+    second = cut / "runs/iql/hopper_random-v5/seed0"
     sweep = start_python(*_sweep(hopper_hdf5, cut), cwd=tmp_path, env=_env())
     deadline = time.time() + 240
     while not (second / "checkpoints/last.ckpt").is_file():
@@ -138,3 +138,91 @@ def test_run_scores_is_the_sweep():
         "--seeds", "0", "1", "--max-steps", "500", "--parallel", "2", "--out", "o",
         "--set", "evaluation.every_n_steps=100", "--set", "trainer.log_every_n_steps=50",
     ]  # fmt: skip
+
+
+def test_methods_take_their_task_config_and_their_own_values():
+    from policylab.sweep import build_runs, parse_configs, parse_sets
+
+    configs = ROOT / "configs"
+    methods = parse_configs(
+        [
+            str(configs / "a2pr_hopper.yaml"),
+            str(configs / "td3bc_hopper.yaml"),
+            f"cdsa_td3bc={configs / 'cdsa_hopper.yaml'}",
+        ]
+    )
+    assert list(methods) == ["a2pr", "td3bc", "cdsa_td3bc"]
+    sets = parse_sets(
+        [
+            "evaluation.n_episodes=5",
+            "cdsa_td3bc:model.init_args.backbone_checkpoint={run:td3bc}/checkpoints/last.ckpt",
+            "cdsa_td3bc:trainer.default_root_dir=x/{dataset}/{seed}",
+        ],
+        methods,
+    )
+    datasets = ["halfcheetah-medium-replay-v5", "walker2d-medium-replay-v5"]
+    out = Path("/sweep")
+    runs = build_runs(methods, datasets, [0, 1], sets, out)
+    config_of = {(r.method, r.dataset): r.config.name for r in runs}
+    assert config_of[("a2pr", "halfcheetah-medium-replay-v5")] == "a2pr_halfcheetah.yaml"  # the task's own
+    assert config_of[("a2pr", "walker2d-medium-replay-v5")] == "a2pr_walker2d.yaml"
+    assert config_of[("td3bc", "walker2d-medium-replay-v5")] == "td3bc_hopper.yaml"  # none: the dataset swapped
+    cdsa = next(r for r in runs if r.method == "cdsa_td3bc" and r.dataset == datasets[1] and r.seed == 1)
+    assert cdsa.needs == ("td3bc",)
+    assert cdsa.sets == (
+        "evaluation.n_episodes=5",
+        f"model.init_args.backbone_checkpoint={out.resolve()}/runs/td3bc/{datasets[1]}/seed1/checkpoints/last.ckpt",
+        f"trainer.default_root_dir=x/{datasets[1]}/1",
+    )
+    assert next(r for r in runs if r.method == "td3bc").sets == ("evaluation.n_episodes=5",)
+    order = [(r.method, r.dataset, r.seed) for r in runs]
+    for r in runs:
+        for need in r.needs:
+            assert order.index((need, r.dataset, r.seed)) < order.index((r.method, r.dataset, r.seed))
+
+    for bad, message in [
+        (["nope:x=1"], "no method 'nope'"),
+        (["x={run:iql}"], "no method 'iql'"),
+        (["x"], "expected KEY=VALUE"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            parse_sets(bad, methods)
+    with pytest.raises(ValueError, match="names its own run"):
+        build_runs(methods, datasets, [0], parse_sets(["td3bc:x={run:td3bc}"], methods), out)
+    with pytest.raises(ValueError, match="cycle"):
+        build_runs(methods, datasets, [0], parse_sets(["td3bc:x={run:a2pr}", "a2pr:y={run:td3bc}"], methods), out)
+    with pytest.raises(ValueError, match="two configs are method 'td3bc'"):
+        parse_configs([str(configs / "td3bc_hopper.yaml"), f"td3bc={configs / 'iql_hopper.yaml'}"])
+
+
+def test_a_run_starts_after_the_runs_it_needs_and_not_after_a_failed_one(tmp_path, monkeypatch):
+    """The local engine with a stand-in for training: a child that marks its run finished, or fails
+    (seed 1's TD3+BC); CDSA on seed 0 starts only after TD3+BC seed 0 finished, on seed 1 never."""
+    from policylab import sweep
+
+    log = tmp_path / "order.log"
+
+    def fake_fork(folder, args, max_steps, threads):
+        pid = os.fork()
+        if pid:
+            return pid
+        time.sleep(0.2)
+        fails = folder.parts[-3] == "td3bc" and folder.name == "seed1"
+        if not fails:
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / sweep.FINISHED).write_text('{"max_steps": 5}\n')
+        with open(log, "a") as file:
+            file.write(f"{folder.parts[-3]} {folder.name} {'failed' if fails else 'done'}\n")
+        os._exit(1 if fails else 0)
+
+    monkeypatch.setattr(sweep, "_fork_run", fake_fork)
+    configs = ROOT / "configs"
+    methods = sweep.parse_configs([f"cdsa={configs / 'cdsa_hopper.yaml'}", str(configs / "td3bc_hopper.yaml")])
+    sets = sweep.parse_sets(["cdsa:model.init_args.backbone_checkpoint={run:td3bc}/checkpoints/last.ckpt"], methods)
+    runs = sweep.build_runs(methods, ["hopper-medium-replay-v5"], [0, 1], sets, tmp_path)
+    _, todo = sweep.plan(runs, tmp_path, 5)
+    failed = sweep.run_local(todo, runs, tmp_path, 5, parallel=2, threads=1)
+    assert {(r.method, r.seed) for r in failed} == {("td3bc", 1), ("cdsa", 1)}
+    lines = log.read_text().splitlines()
+    assert "cdsa seed1 done" not in lines and "cdsa seed1 failed" not in lines
+    assert lines.index("td3bc seed0 done") < lines.index("cdsa seed0 done")
