@@ -214,6 +214,9 @@ if __name__ == "__main__":
     dm = OnlinePromptDataModule(sys.argv[1], sys.argv[2], prompts_per_iteration=8, batch_size=4, max_prompt_length=8)
     L.Trainer(max_steps=2, accelerator="cpu", devices=2, strategy="ddp", logger=False, enable_checkpointing=False,
               enable_progress_bar=False, enable_model_summary=False, callbacks=[Report()]).fit(module, dm)
+    # leave the gloo group before exit: left to interpreter shutdown, its threads can abort the process
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
 """
 
 

@@ -139,9 +139,9 @@ def test_srpo_learns_both_roles_on_held_out_pairs(tmp_path, addition):
         revision_marker="-=",
     )
     L.seed_everything(0)
-    module = SRPO(copy.deepcopy(policy).train(), beta=0.5, alpha=0.5, lr=1e-3)
+    module = SRPO(copy.deepcopy(policy).train(), beta=0.5, alpha=0.5, lr=3e-4)
     before = quiet_trainer().validate(module, dm, verbose=False)[0]
-    quiet_trainer(max_steps=40, limit_val_batches=0).fit(module, dm)
+    quiet_trainer(max_steps=80, limit_val_batches=0).fit(module, dm)
     after = quiet_trainer().validate(module, dm, verbose=False)[0]
     evaluation = SelfRevisionAccuracy(str(tmp_path / "held_out.jsonl"), revision_marker="-=", max_new_tokens=4)
     greedy = evaluation.evaluate(SimpleNamespace(datamodule=dm), module)
