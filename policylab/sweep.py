@@ -346,28 +346,38 @@ def _needs_state(run: Run, out: Path, max_steps: int, failed: set[Run], runs: li
     return "ready"
 
 
+def take_ready(queue: list, runs: list[Run], out: Path, max_steps: int, failed: set[Run], limit: int | None = None):
+    """Remove from ``queue`` and return the ``(run, step)`` entries whose needs have finished (at
+    most ``limit``); entries whose needs failed leave the queue into ``failed``."""
+    ready = []
+    for run, step in list(queue):
+        if limit is not None and len(ready) >= limit:
+            break
+        state = _needs_state(run, out, max_steps, failed, runs)
+        if state == "wait":
+            continue
+        queue.remove((run, step))
+        if state == "failed":
+            print(f"FAILED {run.folder(out)} (not started: a run it needs failed)", flush=True)
+            failed.add(run)
+        else:
+            ready.append((run, step))
+    return ready
+
+
 def run_local(todo: list[tuple[Run, int]], runs: list[Run], out: Path, max_steps: int, parallel: int, threads: int):
     import policylab.cli  # noqa: F401 - imported once here, before forking
 
     failed, running, queue = set(), {}, list(todo)
     while queue or running:
-        for run, step in list(queue):
-            if len(running) >= parallel:
-                break
-            state = _needs_state(run, out, max_steps, failed, runs)
-            if state == "wait":
-                continue
-            queue.remove((run, step))
-            if state == "failed":
-                print(f"FAILED {run.folder(out)} (not started: a run it needs failed)", flush=True)
-                failed.add(run)
-                continue
+        for run, step in take_ready(queue, runs, out, max_steps, failed, limit=parallel - len(running)):
             folder = run.folder(out)
             args = cli_args(run, out, max_steps, resume=step > 0)
             print(f"{'resume' if step else 'start '} {folder} (from step {step})", flush=True)
             running[_fork_run(folder, args, max_steps, threads)] = run
-        if not running:
-            continue  # the runs left wait on none that is running: the next pass starts or fails them
+        if not running:  # runs are ordered after what they need, so this is the end of the queue
+            assert not queue, f"runs waiting on nothing that runs: {[run.folder(out) for run, _ in queue]}"
+            break
         pid, status = os.wait()
         run = running.pop(pid, None)
         if run is not None:
@@ -397,17 +407,7 @@ def run_submitit(todo, runs: list[Run], out: Path, max_steps: int, options: argp
     executor.update_parameters(**params)
     failed, queue = set(), list(todo)
     while queue:  # in waves: the runs whose needs have finished, submitted together
-        wave = []
-        for run, step in list(queue):
-            state = _needs_state(run, out, max_steps, failed, runs)
-            if state == "wait":
-                continue
-            queue.remove((run, step))
-            if state == "failed":
-                print(f"FAILED {run.folder(out)} (not submitted: a run it needs failed)", flush=True)
-                failed.add(run)
-            else:
-                wave.append((run, step))
+        wave = take_ready(queue, runs, out, max_steps, failed)
         jobs = []
         with executor.batch():
             for run, step in wave:
