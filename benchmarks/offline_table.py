@@ -4,6 +4,7 @@ an equal budget of gradient steps, made by ``python -m policylab.sweep``.
     python benchmarks/offline_table.py [--max-steps 100000] [--seeds 0 1 2] [--parallel 2]
         [--out benchmarks/sweeps/offline_medium_replay] [--methods td3bc cdsa_td3bc ...]
     python benchmarks/offline_table.py --finished      # the finished runs' folders, to commit
+    python benchmarks/offline_table.py --table-only    # table.md, table.csv and curves of what exists
 
 Methods: TD3+BC, IQL, FamO2O, PRDC and A2PR through their Hopper configs (each task's own config
 where the authors' values differ: ``a2pr_halfcheetah.yaml``, ``a2pr_walker2d.yaml``,
@@ -70,12 +71,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--parallel", type=int, default=2)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/sweeps/offline_medium_replay")
     parser.add_argument("--finished", action="store_true", help="list the finished runs' folders and stop")
+    parser.add_argument("--table-only", action="store_true", help="the table and curves of what has finished")
     options = parser.parse_args(argv)
     if options.finished:
         for path in sorted(options.out.glob(f"runs/*/*/seed*/{FINISHED}")):
             print(path.parent)
         return
-    sweep(sweep_args(options))
+    sweep(sweep_args(options) + (["--table-only"] if options.table_only else []))
 
 
 if __name__ == "__main__":

@@ -432,6 +432,8 @@ def scores_of_run(folder: Path, tag: str = TAG) -> dict[int, float]:
     with the purge a resumed run writes applied (the interrupted run's later points dropped)."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+    if not folder.is_dir():  # not started yet
+        return {}
     acc = EventAccumulator(str(folder), size_guidance={"scalars": 0})
     acc.Reload()
     return {e.step: e.value for e in acc.Scalars(tag)} if tag in acc.Tags()["scalars"] else {}
@@ -443,10 +445,12 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
 
 
 def results(runs: list[Run], out: Path, max_steps: int) -> list[dict]:
-    """One row per (method, dataset): each statistic's mean and std over the seeds with scores."""
+    """One row per (method, dataset): each statistic's mean and std over the seeds that finished
+    (a sweep still running, or stopped, counts only those)."""
     groups: dict[tuple[str, str], list[dict[int, float]]] = {}
     for run in runs:
-        scores = {s: v for s, v in scores_of_run(run.folder(out)).items() if s <= max_steps}
+        finished = finished_steps(run.folder(out)) >= max_steps
+        scores = {s: v for s, v in scores_of_run(run.folder(out)).items() if s <= max_steps} if finished else {}
         groups.setdefault((run.method, run.data_label), [])
         if scores:
             groups[(run.method, run.data_label)].append(scores)
@@ -478,21 +482,23 @@ def write_results(runs: list[Run], out: Path, max_steps: int) -> str:
             for step, value in sorted(scores_of_run(run.folder(out)).items()):
                 writer.writerow([run.method, run.data_label, run.seed, step, repr(value)])
     lines = [
-        f"Normalized score (`{TAG}`) at {max_steps} steps, mean ± std over seeds.",
+        f"Normalized score (`{TAG}`) at {max_steps} steps, mean ± std over the seeds that finished.",
         "",
         "| method | dataset | seeds | last | mean of last 3 evals | max |",
         "|---|---|---|---|---|---|",
     ]
     for row in rows:
-        cells = [f"{row[f'{k}_mean']:.1f} ± {row[f'{k}_std']:.1f}" for k in ("last", "last3", "max")]
+        cells = [
+            f"{row[f'{k}_mean']:.1f} ± {row[f'{k}_std']:.1f}" if row["seeds"] else "-" for k in ("last", "last3", "max")
+        ]
         lines.append(f"| {row['method']} | {row['dataset']} | {row['seeds']} | " + " | ".join(cells) + " |")
     table = "\n".join(lines) + "\n"
     (out / "table.md").write_text(table)
     return table
 
 
-def write_curves(runs: list[Run], out: Path) -> list[Path]:
-    """One PNG per dataset: each method's mean over seeds and the min-max band."""
+def write_curves(runs: list[Run], out: Path, max_steps: int) -> list[Path]:
+    """One PNG per dataset: each method's mean over its finished seeds and the min-max band."""
     try:
         import matplotlib
 
@@ -505,7 +511,11 @@ def write_curves(runs: list[Run], out: Path) -> list[Path]:
     for dataset in dict.fromkeys(run.data_label for run in runs):
         fig, ax = plt.subplots(figsize=(6, 4))
         for method in dict.fromkeys(run.method for run in runs):
-            per_seed = [scores_of_run(r.folder(out)) for r in runs if r.method == method and r.data_label == dataset]
+            per_seed = [
+                scores_of_run(r.folder(out))
+                for r in runs
+                if r.method == method and r.data_label == dataset and finished_steps(r.folder(out)) >= max_steps
+            ]
             per_seed = [s for s in per_seed if s]
             if not per_seed:
                 continue
@@ -577,7 +587,7 @@ def main(argv: list[str] | None = None) -> None:
         else:
             failed = run_submitit(todo, runs, out, options.max_steps, options)
     print(write_results(runs, out, options.max_steps), end="")
-    for path in write_curves(runs, out):
+    for path in write_curves(runs, out, options.max_steps):
         print(f"wrote {path}")
     if failed:
         sys.exit(

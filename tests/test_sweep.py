@@ -96,7 +96,12 @@ def test_sweep_table_and_resume_after_kill(tmp_path, hopper_hdf5):
     assert (first / "finished.json").is_file() and not (second / "finished.json").exists()
     killed_at = torch.load(second / "checkpoints/last.ckpt", weights_only=True)["global_step"]
     assert 0 < killed_at < STEPS
-    first_files = sorted(p.name for p in first.rglob("*"))
+    # the table of a stopped sweep counts the runs that finished, and only those
+    result = run_python(*_sweep(hopper_hdf5, cut), "--table-only", cwd=tmp_path, env=_env(), timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert [(r["method"], r["seeds"]) for r in _rows(cut / "table.csv")] == [("td3bc", "1"), ("iql", "0")]
+    assert "| iql | hopper_random-v5 | 0 | - | - | - |" in (cut / "table.md").read_text()
+    first_files = sorted(p.name for p in first.rglob("*") if p.name not in ("table.csv", "table.md"))
     first_events = {p: p.stat().st_mtime_ns for p in first.glob("events.out.tfevents.*")}
 
     # 3. Rerun: the first run is skipped, the second resumed from its checkpoint, the rest trained.
