@@ -229,6 +229,13 @@ def test_critic_and_actor_losses_match_a_direct_transcription_of_the_authors_upd
     torch.testing.assert_close(parts["q_smooth"], smooth, rtol=1e-5, atol=0)
     torch.testing.assert_close(parts["ood"], ood, rtol=1e-5, atol=0)
     torch.testing.assert_close(loss, td + 1e-4 * smooth + 0.1 * ood)
+    # the module differentiates L_Qsmooth through each state's worst copy alone: the same gradient
+    # as through all n copies, here
+    params = list(model.critic.parameters())
+    for ours, theirs in zip(
+        torch.autograd.grad(parts["q_smooth"], params, retain_graph=True), torch.autograd.grad(smooth, params)
+    ):
+        torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-7)
 
     torch.manual_seed(3)
     actor_loss, _, policy_smooth = model.actor_loss(batch, alpha)

@@ -49,6 +49,7 @@ from policylab.losses.ro2o import (
     q_smoothness_loss,
     symmetric_gaussian_kl,
     uniform_perturbations,
+    worst_copies,
 )
 from policylab.losses.sac import (
     gaussian_log_density,
@@ -144,6 +145,7 @@ __all__ = [
     "perturbed_states",
     "policy_smoothness_loss",
     "q_smoothness_loss",
+    "worst_copies",
     "symmetric_gaussian_kl",
     "uniform_perturbations",
 ]

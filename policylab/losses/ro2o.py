@@ -31,12 +31,25 @@ def q_smoothness_loss(q_perturbed: Tensor, q_clean: Tensor, tau: float = 0.2) ->
 
     ``q_perturbed`` is ``[E, B * n]`` (copies laid out as :func:`perturbed_states`), ``q_clean``
     ``[E, B]``; both carry gradients (the authors detach neither). ``tau = 0.2`` penalizes a rise
-    of Q under perturbation four times more than a drop.
+    of Q under perturbation four times more than a drop. The max passes its gradient to the worst
+    copy alone, so the same loss and gradient come from that copy only (``n = 1``): see
+    :func:`worst_copies`.
     """
+    return _smoothness_per_copy(q_perturbed, q_clean, tau).max(dim=-1).values.mean()
+
+
+def worst_copies(q_perturbed: Tensor, q_clean: Tensor, tau: float = 0.2) -> Tensor:
+    """The index ``j*`` of each state's worst copy under :func:`q_smoothness_loss` (``[B]``); call it
+    without gradients, then :func:`q_smoothness_loss` on ``Q(s^_{b, j*}, a)`` alone gives the full
+    loss's value and gradient at a twentieth of the backward pass."""
+    return _smoothness_per_copy(q_perturbed, q_clean, tau).argmax(dim=-1)
+
+
+def _smoothness_per_copy(q_perturbed: Tensor, q_clean: Tensor, tau: float) -> Tensor:
+    """``mean_i [(1 - tau) * max(D_ij, 0)^2 + tau * min(D_ij, 0)^2]`` as ``[B, n]``."""
     e, b = q_clean.shape
     diff = q_perturbed.reshape(e, b, -1) - q_clean.unsqueeze(-1)
-    per_copy = ((1.0 - tau) * diff.clamp(min=0).square() + tau * diff.clamp(max=0).square()).mean(dim=0)
-    return per_copy.max(dim=-1).values.mean()
+    return ((1.0 - tau) * diff.clamp(min=0).square() + tau * diff.clamp(max=0).square()).mean(dim=0)
 
 
 def ood_uncertainty_loss(q_ood: Tensor, uncertainty_weight: Tensor | float) -> Tensor:

@@ -57,6 +57,7 @@ from policylab.losses.ro2o import (
     policy_smoothness_loss,
     q_smoothness_loss,
     uniform_perturbations,
+    worst_copies,
 )
 from policylab.losses.sac import sac_actor_loss, sac_critic_target, sac_temperature_loss, squashed_gaussian_log_prob
 from policylab.losses.td3 import ensemble_mse_loss
@@ -198,9 +199,13 @@ class RO2O(RLModule):
         q = self.critic(batch.obs, batch.action)
         td = ensemble_mse_loss(q, target)
 
+        # L_Qsmooth's max picks one copy per state: find it without gradients, then differentiate
+        # through that copy alone (the same value and gradient as through all n)
         obs_q = self._perturbed(batch.obs, hp.q_smooth_eps)
-        q_perturbed = self.critic(obs_q, batch.action.repeat_interleave(n, dim=0))
-        q_smooth = q_smoothness_loss(q_perturbed, q, hp.q_smooth_tau)
+        with torch.no_grad():
+            worst = worst_copies(self.critic(obs_q, batch.action.repeat_interleave(n, dim=0)), q, hp.q_smooth_tau)
+        obs_worst = obs_q.reshape(len(batch.obs), n, -1)[torch.arange(len(batch.obs), device=worst.device), worst]
+        q_smooth = q_smoothness_loss(self.critic(obs_worst, batch.action), q, hp.q_smooth_tau)
 
         obs_ood = self._perturbed(batch.obs, hp.ood_smooth_eps)
         with torch.no_grad():
