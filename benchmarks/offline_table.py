@@ -56,6 +56,7 @@ def sweep_args(options: argparse.Namespace) -> list[str]:
     args = ["--configs", *(f"{m}={ROOT / 'configs' / METHODS[m]}" for m in options.methods)]
     args += ["--datasets", *options.datasets, "--seeds", *map(str, options.seeds)]
     args += ["--max-steps", str(options.max_steps), "--out", str(options.out), "--parallel", str(options.parallel)]
+    args += ["--set", "video.every_n_steps=0"]  # no rollout GIFs: the committed event files stay small
     for method, backbone in BACKBONE.items():
         if method in options.methods:
             args += ["--set", f"{method}:model.init_args.backbone_checkpoint={{run:{backbone}}}/checkpoints/last.ckpt"]
