@@ -95,6 +95,22 @@ def test_statistics_and_bundle_card(tiny_build, tmp_path):
     policy = torch.load(bundle / "medium_policy.pt", weights_only=True)
     assert {"actor", "actor_config", "step", "env_steps", "score"} <= set(policy)
 
+    # over the size limit: shipped without infos/*, and if still over, not shipped but named with its build
+    whole = bundle / "hopper_medium_replay-v5.hdf5"
+    slim = export_bundle(config, tmp_path / "slim", max_bytes=whole.stat().st_size - 1)
+    arrays, attrs = read_d4rl_hdf5(slim / whole.name)
+    built, built_attrs = read_d4rl_hdf5(whole)
+    assert set(arrays) == {k for k in built if not k.startswith("infos/")} and any(
+        k.startswith("infos/") for k in built
+    )
+    for key in arrays:
+        np.testing.assert_array_equal(arrays[key], built[key])
+    assert attrs == built_attrs
+    assert "shipped without `infos/qpos` and `infos/qvel`" in (slim / "README.md").read_text()
+    none = export_bundle(config, tmp_path / "none", max_bytes=1000)
+    assert not (none / whole.name).exists() and (none / "medium_policy.pt").is_file()
+    assert "--kinds medium-replay --out $D4RL_DATASET_DIR" in (none / "README.md").read_text()
+
     # random, medium and medium-expert regenerate from the bundle's policies, identically
     again = BuildConfig(
         out_dir=str(tmp_path / "regen"),

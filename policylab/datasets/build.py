@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from policylab.datamodules.d4rl_format import DatasetError, read_d4rl_hdf5
+from policylab.datamodules.d4rl_format import DatasetError, read_d4rl_hdf5, write_d4rl_hdf5
 from policylab.datamodules.transitions import episode_returns
 from policylab.datasets.files import write_dataset
 from policylab.envs.make import GYMNASIUM_ENV_OF_FAMILY
@@ -365,11 +365,22 @@ def bundle_policies(config: BuildConfig) -> dict:
     return picked
 
 
+SHIP_LIMIT_BYTES = 30 * 10**6  # a shipped dataset file: at most 30 MB
+
+
 def export_bundle(
-    config: BuildConfig, dest: str | os.PathLike, kinds: tuple[str, ...] = ("medium-replay",), note: str | None = None
+    config: BuildConfig,
+    dest: str | os.PathLike,
+    kinds: tuple[str, ...] = ("medium-replay",),
+    note: str | None = None,
+    max_bytes: int = SHIP_LIMIT_BYTES,
 ) -> Path:
     """Copy what policylab ships for a built family into ``dest``: the datasets of ``kinds``, the
-    medium and final policies (with their re-evaluated scores) and a card (``README.md``)."""
+    medium and final policies (with their re-evaluated scores) and a card (``README.md``).
+
+    A dataset over ``max_bytes`` is written without its ``infos/*`` arrays (qpos, qvel: the
+    transitions are whole without them); still over, it is not shipped and the card says how to
+    build it."""
     import shutil
 
     dest = Path(dest)
@@ -381,18 +392,26 @@ def export_bundle(
         torch.save(snapshot, dest / f"{role}_policy.pt")
     stats = {}
     for kind in kinds:
-        source = config.dataset_path(kind)
-        shutil.copyfile(source, dest / source.name)
-        arrays, _ = read_d4rl_hdf5(source)
-        stats[kind] = (source.name, dataset_statistics(arrays, config.env_id), (dest / source.name).stat().st_size)
-    card = dataset_card(config, picked, stats)
+        source, target = config.dataset_path(kind), dest / config.dataset_path(kind).name
+        arrays, attrs = read_d4rl_hdf5(source)
+        shutil.copyfile(source, target)
+        shipped = "whole"
+        if target.stat().st_size > max_bytes:
+            write_d4rl_hdf5(target, {k: v for k, v in arrays.items() if not k.startswith("infos/")}, attrs)
+            shipped = "without infos"
+        size = target.stat().st_size
+        if size > max_bytes:
+            target.unlink()
+            shipped = "not shipped"
+        stats[kind] = (source.name, dataset_statistics(arrays, config.env_id), size, shipped)
+    card = dataset_card(config, picked, stats, max_bytes)
     if note:
         card += f"\n## Notes\n\n{note}\n"
     (dest / "README.md").write_text(card)
     return dest
 
 
-def dataset_card(config: BuildConfig, picked: dict, stats: dict) -> str:
+def dataset_card(config: BuildConfig, picked: dict, stats: dict, max_bytes: int = SHIP_LIMIT_BYTES) -> str:
     """The card of a bundle: how it was made and what it holds."""
     ref_min, ref_max = reference_scores(config.env_id)
     lines = [
@@ -419,12 +438,29 @@ def dataset_card(config: BuildConfig, picked: dict, stats: dict) -> str:
         "| file | transitions | episodes | return mean | std | min | max | normalized mean | size |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    for name, s, size in stats.values():
+    for name, s, size, shipped in stats.values():
         lines.append(
             f"| {name} | {s['transitions']} | {s['episodes']} | {s['return_mean']:.1f} | {s['return_std']:.1f} | "
             f"{s['return_min']:.1f} | {s['return_max']:.1f} | {s['normalized_score_mean']:.1f} | "
-            f"{size / 2**20:.1f} MiB |"
+            f"{size / 2**20:.1f} MiB{'' if shipped == 'whole' else f' ({shipped})'} |"
         )
+    limit = f"{max_bytes / 10**6:g} MB"
+    for kind, (name, _, _, shipped) in stats.items():
+        if shipped == "without infos":
+            lines += [
+                "",
+                f"`{name}` is shipped without `infos/qpos` and `infos/qvel` to stay under {limit}; every other array "
+                "is as built (a build writes them all).",
+            ]
+        elif shipped == "not shipped":
+            lines += [
+                "",
+                f"`{name}` is over {limit} even without `infos/*`, so it is not shipped: build it (SAC run included) "
+                f"into the folder D4RL names are looked up in, and `{config.family}-{kind}-v5` finds it:",
+                "",
+                f"    python -m policylab.datasets build {config.family} --seed {config.seed} "
+                f"--sac-steps {config.sac_steps} --kinds {kind} --out $D4RL_DATASET_DIR",
+            ]
     lines += [
         "",
         f"`medium-replay` is every env step of the SAC run up to the medium policy (step {picked['medium']['step']}, "
