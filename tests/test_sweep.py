@@ -231,3 +231,53 @@ def test_a_run_starts_after_the_runs_it_needs_and_not_after_a_failed_one(tmp_pat
     lines = log.read_text().splitlines()
     assert "cdsa seed1 done" not in lines and "cdsa seed1 failed" not in lines
     assert lines.index("td3bc seed0 done") < lines.index("cdsa seed0 done")
+
+
+def _benchmark(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / f"benchmarks/{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_offline_table_wires_cdsa_to_its_backbones_and_online_curves_move_the_switch(tmp_path):
+    from policylab.sweep import build_runs, parse_configs, parse_sets
+
+    table = _benchmark("offline_table")
+    args = table.sweep_args(table.argparse.Namespace(**{
+        "methods": table.DEFAULT_METHODS, "datasets": table.DATASETS, "seeds": [0], "max_steps": 100_000,
+        "out": tmp_path, "parallel": 1,
+    }))  # fmt: skip
+    configs = args[args.index("--configs") + 1 : args.index("--datasets")]
+    sets = [args[i + 1] for i, a in enumerate(args) if a == "--set"]
+    methods = parse_configs(configs)
+    assert list(methods) == ["td3bc", "cdsa_td3bc", "iql", "cdsa_iql", "famo2o", "prdc", "a2pr"]  # no RO2O on a CPU
+    runs = build_runs(methods, table.DATASETS, [0], parse_sets(sets, methods), tmp_path)
+    cdsa = {r.method: r for r in runs if r.dataset == "walker2d-medium-replay-v5" and r.method.startswith("cdsa")}
+    for method, backbone in (("cdsa_td3bc", "td3bc"), ("cdsa_iql", "iql")):
+        assert cdsa[method].needs == (backbone,)
+        assert f"{tmp_path.resolve()}/runs/{backbone}/walker2d-medium-replay-v5/seed0/checkpoints/last.ckpt" in (
+            " ".join(cdsa[method].sets)
+        )
+    assert all("video.every_n_steps=0" in r.sets for r in runs)
+    with pytest.raises(SystemExit, match="needs its backbone td3bc"):
+        table.sweep_args(table.argparse.Namespace(**{
+            "methods": ["cdsa_td3bc"], "datasets": table.DATASETS, "seeds": [0], "max_steps": 1, "out": tmp_path,
+            "parallel": 1,
+        }))  # fmt: skip
+
+    curves = _benchmark("online_curves")
+    args = curves.sweep_args(curves.argparse.Namespace(**{
+        "methods": ["iql", "famo2o"], "dataset": "hopper-medium-replay-v5", "seeds": [0, 1], "offline_steps": 30_000,
+        "online_steps": 25_000, "out": tmp_path, "parallel": 2, "set": [],
+    }))  # fmt: skip
+    assert args[args.index("--max-steps") + 1] == "55000"
+    assert "trainer.callbacks.init_args.start_step=30000" in args
+    scores = tmp_path / "scores.csv"
+    scores.write_text(
+        "method,dataset,seed,step,normalized_score\n"
+        + "".join(
+            f"iql,h,0,{s},{v}\n" for s, v in [(25000, 11.0), (30000, 12.0), (35000, 3.0), (40000, 9.0), (55000, 20.0)]
+        )
+    )
+    assert "| iql | 0 | 12.0 | 3.0 | 20.0 | 55000 |" in curves.online_summary(scores, 30_000)
