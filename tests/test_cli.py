@@ -37,7 +37,8 @@ def _ok(result):
     return result
 
 
-TASKS = {"arithmetic": "arithmetic_task", "shapes": "shapes_task"}  # task -> session fixture (conftest.py)
+# task -> session fixture (conftest.py)
+TASKS = {"arithmetic": "arithmetic_task", "shapes": "shapes_task", "walker2d": "walker2d_task"}
 
 
 def tiny_overrides(config: Path) -> tuple[str | None, list[str]]:

@@ -100,8 +100,12 @@ def test_npz_and_d4rl_name_lookup(tmp_path, monkeypatch, hopper_arrays, hopper_h
     from_name = OfflineTransitionDataModule("hopper-medium-replay-v2")
     assert from_name.env_id == "Hopper-v5"
     torch.testing.assert_close(from_name.buffer.all().obs, from_npz.obs)
-    with pytest.raises(FileNotFoundError, match="hopper_medium-v2.hdf5"):
+    with pytest.raises(FileNotFoundError, match="hopper_medium-v2.hdf5") as missing:
         OfflineTransitionDataModule("hopper-medium-v2").load()
+    assert "policylab's SAC builds it" not in str(missing.value)  # D4RL's own data
+    # policylab's own -v5 sets that are not shipped: the error points to the card with the build command
+    with pytest.raises(FileNotFoundError, match=r"policylab's SAC builds it: .*policylab/data/hopper/README.md"):
+        OfflineTransitionDataModule("hopper-expert-v5").load()
 
 
 def test_minari_round_trip_equals_hdf5(tmp_path, monkeypatch, hopper_arrays):

@@ -8,7 +8,7 @@ from typing import Literal
 import numpy as np
 from lightning.pytorch.utilities import rank_zero_info
 
-from policylab.data import bundled_dataset
+from policylab.data import bundle_dir, bundled_dataset
 from policylab.datamodules.d4rl_format import DatasetError, d4rl_file_candidates, is_d4rl_name, read_d4rl_hdf5, read_npz
 from policylab.datamodules.minari_source import read_minari
 from policylab.datamodules.transition_base import TransitionDataModule
@@ -110,9 +110,12 @@ class OfflineTransitionDataModule(TransitionDataModule):
             for candidate in candidates:
                 if candidate.is_file():
                     return "d4rl", str(candidate)
+            card = bundle_dir(env_family(name) or "").joinpath("README.md")  # policylab's own sets are -v5
+            own = name.endswith("-v5") and env_family(name) is not None and card.is_file()
+            build = f"; policylab's SAC builds it: {card} gives the command" if own else ""
             raise FileNotFoundError(
                 f"D4RL dataset {name!r} not found; looked for {', '.join(map(str, candidates))} "
-                "(set D4RL_DATASET_DIR or give the file's path)"
+                f"(set D4RL_DATASET_DIR or give the file's path){build}"
             )
         if source == "d4rl":
             raise FileNotFoundError(f"dataset file not found: {path}")
