@@ -106,7 +106,16 @@ def test_statistics_and_bundle_card(tiny_build, tmp_path):
     for key in arrays:
         np.testing.assert_array_equal(arrays[key], built[key])
     assert attrs == built_attrs
-    assert "shipped without `infos/qpos` and `infos/qvel`" in (slim / "README.md").read_text()
+    assert "shipped without `infos/qpos` and `infos/qvel` to stay" in (slim / "README.md").read_text()
+    slimmer = export_bundle(config, tmp_path / "slimmer", max_bytes=(slim / whole.name).stat().st_size - 1)
+    arrays, _ = read_d4rl_hdf5(slimmer / whole.name)
+    assert set(arrays) == {k for k in built if not k.startswith(("infos/", "next_"))}
+    card = (slimmer / "README.md").read_text()
+    assert "`infos/qvel` and `next_observations`" in card and "qlearning_dataset" in card
+    # it loads by D4RL's rule: s' is the next row; the rows at timeouts and the last one are dropped
+    loaded = OfflineTransitionDataModule(str(slimmer / whole.name)).load().buffer.all()
+    kept = np.flatnonzero(~built["timeouts"][:-1].astype(bool))
+    assert len(loaded.obs) == len(kept) < len(built["observations"])
     none = export_bundle(config, tmp_path / "none", max_bytes=1000)
     assert not (none / whole.name).exists() and (none / "medium_policy.pt").is_file()
     assert "--kinds medium-replay --out $D4RL_DATASET_DIR" in (none / "README.md").read_text()

@@ -379,8 +379,9 @@ def export_bundle(
     medium and final policies (with their re-evaluated scores) and a card (``README.md``).
 
     A dataset over ``max_bytes`` is written without its ``infos/*`` arrays (qpos, qvel: the
-    transitions are whole without them); still over, it is not shipped and the card says how to
-    build it."""
+    transitions are whole without them); still over, without ``next_observations`` too (D4RL's own
+    optional key: loaders then take the next row as ``s'`` and drop the rows at timeouts, D4RL's
+    ``qlearning_dataset`` rule); still over, it is not shipped and the card says how to build it."""
     import shutil
 
     dest = Path(dest)
@@ -396,9 +397,14 @@ def export_bundle(
         arrays, attrs = read_d4rl_hdf5(source)
         shutil.copyfile(source, target)
         shipped = "whole"
-        if target.stat().st_size > max_bytes:
-            write_d4rl_hdf5(target, {k: v for k, v in arrays.items() if not k.startswith("infos/")}, attrs)
-            shipped = "without infos"
+        for dropped, drop in (
+            ("without infos", ("infos/",)),
+            ("without infos and next_observations", ("infos/", "next_")),
+        ):
+            if target.stat().st_size <= max_bytes:
+                break
+            write_d4rl_hdf5(target, {k: v for k, v in arrays.items() if not k.startswith(drop)}, attrs)
+            shipped = dropped
         size = target.stat().st_size
         if size > max_bytes:
             target.unlink()
@@ -445,12 +451,20 @@ def dataset_card(config: BuildConfig, picked: dict, stats: dict, max_bytes: int 
             f"{size / 2**20:.1f} MiB{'' if shipped == 'whole' else f' ({shipped})'} |"
         )
     limit = f"{max_bytes / 10**6:g} MB"
-    for kind, (name, _, _, shipped) in stats.items():
+    for kind, (name, s, _, shipped) in stats.items():
         if shipped == "without infos":
             lines += [
                 "",
                 f"`{name}` is shipped without `infos/qpos` and `infos/qvel` to stay under {limit}; every other array "
                 "is as built (a build writes them all).",
+            ]
+        elif shipped == "without infos and next_observations":
+            lines += [
+                "",
+                f"`{name}` is shipped without `infos/qpos`, `infos/qvel` and `next_observations` to stay under {limit} "
+                "(a build writes them all). Loading it follows D4RL's `qlearning_dataset` rule: `s'` is the next row, "
+                f"so the rows at timeouts ({s['timeouts']}) and the last row are dropped, and a terminal row's `s'` is "
+                "the next episode's first state (masked by the terminal in every TD target).",
             ]
         elif shipped == "not shipped":
             lines += [
