@@ -179,18 +179,6 @@ def shapes_task(tmp_path_factory) -> Path:
     return _write_task("policylab.tasks.shapes", out, *flags)
 
 
-@pytest.fixture(scope="session")
-def walker2d_task(tmp_path_factory) -> Path:
-    """2000 uniformly random steps of Walker2d-v5 in the D4RL layout, for configs whose Walker2d
-    data is not shipped (``data/walker2d/walker2d_random-v5.hdf5`` in the run folder)."""
-    from policylab.datamodules import write_d4rl_hdf5
-    from policylab.envs.rollout import record_steps
-
-    out = tmp_path_factory.mktemp("task") / "walker2d"
-    write_d4rl_hdf5(out / "walker2d_random-v5.hdf5", record_steps("Walker2d-v5", 2000, seed=0, progress=False))
-    return out
-
-
 class _ForkServer:
     """Client of tests/cli_forkserver.py: one server per test session, started at the first run;
     it runs one process at a time."""

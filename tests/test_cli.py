@@ -37,8 +37,7 @@ def _ok(result):
     return result
 
 
-# task -> session fixture (conftest.py)
-TASKS = {"arithmetic": "arithmetic_task", "shapes": "shapes_task", "walker2d": "walker2d_task"}
+TASKS = {"arithmetic": "arithmetic_task", "shapes": "shapes_task"}  # task -> session fixture (conftest.py)
 
 
 def tiny_overrides(config: Path) -> tuple[str | None, list[str]]:

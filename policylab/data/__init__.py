@@ -11,6 +11,7 @@ DATA_DIR = Path(__file__).resolve().parent
 BUNDLED_DATASETS = {
     "hopper-medium-replay-v5": "hopper/hopper_medium_replay-v5.hdf5",
     "halfcheetah-medium-replay-v5": "halfcheetah/halfcheetah_medium_replay-v5.hdf5",
+    "walker2d-medium-replay-v5": "walker2d/walker2d_medium_replay-v5.hdf5",  # without next_observations (card)
 }
 
 
