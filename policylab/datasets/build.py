@@ -409,7 +409,9 @@ def export_bundle(
         if size > max_bytes:
             target.unlink()
             shipped = "not shipped"
-        stats[kind] = (source.name, dataset_statistics(arrays, config.env_id), size, shipped)
+        statistics = dataset_statistics(arrays, config.env_id)
+        statistics["dropped_without_next"] = 1 + int(np.asarray(arrays["timeouts"])[:-1].sum())
+        stats[kind] = (source.name, statistics, size, shipped)
     card = dataset_card(config, picked, stats, max_bytes)
     if note:
         card += f"\n## Notes\n\n{note}\n"
@@ -463,8 +465,8 @@ def dataset_card(config: BuildConfig, picked: dict, stats: dict, max_bytes: int 
                 "",
                 f"`{name}` is shipped without `infos/qpos`, `infos/qvel` and `next_observations` to stay under {limit} "
                 "(a build writes them all). Loading it follows D4RL's `qlearning_dataset` rule: `s'` is the next row, "
-                f"so the rows at timeouts ({s['timeouts']}) and the last row are dropped, and a terminal row's `s'` is "
-                "the next episode's first state (masked by the terminal in every TD target).",
+                f"so the rows at timeouts and the last row ({s['dropped_without_next']} in all) are dropped, and a "
+                "terminal row's `s'` is the next episode's first state (masked by the terminal in every TD target).",
             ]
         elif shipped == "not shipped":
             lines += [
