@@ -22,7 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from policylab.sweep import FINISHED  # noqa: E402
+from policylab.sweep import finished_folders  # noqa: E402
 from policylab.sweep import main as sweep  # noqa: E402
 
 METHODS = {
@@ -86,8 +86,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--table-only", action="store_true", help="the tables and curves of what has finished")
     options = parser.parse_args(argv)
     if options.finished:
-        for path in sorted(options.out.glob(f"runs/*/*/seed*/{FINISHED}")):
-            print(path.parent)
+        print("\n".join(map(str, finished_folders(options.out))))
         return
     try:
         sweep(sweep_args(options) + (["--table-only"] if options.table_only else []))

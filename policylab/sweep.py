@@ -239,6 +239,12 @@ def finished_steps(folder: Path) -> int:
         return 0
 
 
+def finished_folders(out: Path) -> list[Path]:
+    """The folders of the runs in sweep folder ``out`` that finished (``finished.json``): the ones
+    whose events, config and log are worth keeping (committing, copying) once the sweep stops."""
+    return sorted(path.parent for path in Path(out).glob(f"runs/*/*/seed*/{FINISHED}"))
+
+
 def run_one(folder: str, args: list[str], max_steps: int, threads: int = 1) -> int:
     """Train one run in this process (a forked child or a submitit job): lock its folder, run the
     CLI, and mark it finished when ``last.ckpt`` reached ``max_steps``. Returns the exit status."""
