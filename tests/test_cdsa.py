@@ -15,7 +15,7 @@ from policylab.losses.cdsa import (
     geometric_noise_levels,
 )
 from policylab.modules.offline import BC
-from policylab.modules.offline.cdsa import CDSA
+from policylab.modules.offline.cdsa import CDSA, load_policy_checkpoint
 from policylab.nn.score import NoiseConditionalScore
 
 
@@ -199,6 +199,25 @@ def test_plugin_improves_a_perturbed_policy_loaded_from_its_checkpoint(toy, tmp_
     adjusted = cdsa.eval().act(obs)
     base_reward, adjusted_reward = toy_reward(obs, base).mean(), toy_reward(obs, adjusted).mean()
     assert adjusted_reward > base_reward + 0.1, (base_reward, adjusted_reward)
+
+
+def test_a_backbone_built_under_lightning_cli_keeps_its_own_hyperparameters(tmp_path):
+    """LightningCLI hands the module it instantiates its hyperparameters through a context variable;
+    an IQL backbone loaded inside CDSA's __init__ there must record IQL's, not CDSA's (its
+    ``policy_action`` reads ``deterministic_actor``)."""
+    from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters_context
+
+    from policylab.modules import IQL
+
+    iql = IQL(6, 2, deterministic_actor=True)
+    path = tmp_path / "iql.ckpt"
+    hparams = {**dict(iql.hparams), "_class_path": "policylab.modules.IQL"}
+    torch.save({"state_dict": iql.state_dict(), "hyper_parameters": hparams, "global_step": 1}, path)
+    with _given_hyperparameters_context({"backbone_checkpoint": str(path)}, "lightning.pytorch.cli.instantiate_module"):
+        backbone = load_policy_checkpoint(str(path))
+    assert backbone.hparams.deterministic_actor is True and "backbone_checkpoint" not in backbone.hparams
+    obs = torch.randn(4, 6)
+    torch.testing.assert_close(backbone.policy_action(obs), iql.actor(obs))
 
 
 def test_unusable_backbone_checkpoints_are_refused(tmp_path):

@@ -25,6 +25,7 @@ defaults are derived; :mod:`policylab.losses.cdsa` numbers the equations (C1)-(C
 
 from __future__ import annotations
 
+import contextvars
 import importlib
 from collections.abc import Sequence
 
@@ -59,7 +60,9 @@ def load_policy_checkpoint(path: str) -> RLModule:
     cls = getattr(importlib.import_module(module_name), name)
     if not (isinstance(cls, type) and issubclass(cls, RLModule)):
         raise CheckpointError(f"{path} holds a {class_path}, not an RL policy CDSA can adjust")
-    policy = cls(**hparams)
+    # built in an empty context: under LightningCLI, the hyperparameters it hands to the module being
+    # instantiated (CDSA's) would otherwise be recorded as the backbone's too
+    policy = contextvars.Context().run(cls, **hparams)
     policy.load_state_dict(checkpoint["state_dict"])
     return policy.eval()
 
