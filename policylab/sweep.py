@@ -440,6 +440,9 @@ def scores_of_run(folder: Path, tag: str = TAG) -> dict[int, float]:
 
     if not folder.is_dir():  # not started yet
         return {}
+    from tensorboard.util import tb_logging
+
+    tb_logging.get_logger().setLevel("ERROR")  # each resume's purge is expected, not worth a warning
     acc = EventAccumulator(str(folder), size_guidance={"scalars": 0})
     acc.Reload()
     return {e.step: e.value for e in acc.Scalars(tag)} if tag in acc.Tags()["scalars"] else {}
@@ -516,6 +519,7 @@ def write_curves(runs: list[Run], out: Path, max_steps: int) -> list[Path]:
     written = []
     for dataset in dict.fromkeys(run.data_label for run in runs):
         fig, ax = plt.subplots(figsize=(6, 4))
+        plotted = False
         for method in dict.fromkeys(run.method for run in runs):
             per_seed = [
                 scores_of_run(r.folder(out))
@@ -525,6 +529,7 @@ def write_curves(runs: list[Run], out: Path, max_steps: int) -> list[Path]:
             per_seed = [s for s in per_seed if s]
             if not per_seed:
                 continue
+            plotted = True
             steps = sorted(set.intersection(*(set(s) for s in per_seed)))
             values = [[s[k] for s in per_seed] for k in steps]
             mean = [sum(v) / len(v) for v in values]
@@ -532,6 +537,9 @@ def write_curves(runs: list[Run], out: Path, max_steps: int) -> list[Path]:
             ax.fill_between(
                 steps, [min(v) for v in values], [max(v) for v in values], alpha=0.2, color=line.get_color()
             )
+        if not plotted:  # no finished run on this dataset yet
+            plt.close(fig)
+            continue
         ax.set(xlabel="gradient step", ylabel="normalized score", title=dataset)
         ax.legend()
         fig.tight_layout()
