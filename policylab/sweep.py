@@ -140,7 +140,7 @@ def parse_sets(items: list[str], methods: dict[str, Path]) -> list[tuple[str | N
         key, equals, value = item.partition("=")
         if not equals or not key:
             raise ValueError(f"--set {item}: expected KEY=VALUE, e.g. --set evaluation.every_n_steps=5000")
-        method, colon, key = key.rpartition(":") if ":" in key else (None, "", key)
+        method, _, key = key.rpartition(":") if ":" in key else (None, "", key)
         for name in ([method] if method is not None else []) + _RUN_FOLDER.findall(value):
             if name not in methods:
                 raise ValueError(f"--set {item}: no method {name!r} in this sweep (its methods: {', '.join(methods)})")

@@ -110,8 +110,9 @@ class OfflineTransitionDataModule(TransitionDataModule):
             for candidate in candidates:
                 if candidate.is_file():
                     return "d4rl", str(candidate)
-            card = bundle_dir(env_family(name) or "").joinpath("README.md")  # policylab's own sets are -v5
-            own = name.endswith("-v5") and env_family(name) is not None and card.is_file()
+            family = env_family(name)
+            card = bundle_dir(family) / "README.md" if family else None
+            own = name.endswith("-v5") and card is not None and card.is_file()  # policylab's own sets are -v5
             build = f"; policylab's SAC builds it: {card} gives the command" if own else ""
             raise FileNotFoundError(
                 f"D4RL dataset {name!r} not found; looked for {', '.join(map(str, candidates))} "
