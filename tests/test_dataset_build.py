@@ -233,3 +233,68 @@ def test_a_minari_dataset_from_another_build_is_not_overwritten(tiny_build):
         with pytest.raises(DatasetError, match="holds 800 steps but the medium set has 500"):
             _write_minari_once(config, "medium", shorter)
         _write_minari_once(config, "medium", arrays)  # the same build: nothing to do
+
+
+def test_a_portable_build_resumes_elsewhere_from_its_small_checkpoint_and_exports_an_expert(tiny_build, tmp_path):
+    import shutil
+
+    from policylab.datasets.build import export_expert
+
+    quiet = dict(progress=False, log=lambda *_: None)
+    portable = BuildConfig(
+        work_dir=str(tmp_path / "work"),
+        out_dir=str(tmp_path / "out"),
+        portable=True,
+        kinds=(),  # SAC only
+        **{**TINY, "sac_steps": 600},
+    )
+    with pytest.raises(ValueError, match="cannot write medium-replay"):
+        build(BuildConfig(**{**portable.__dict__, "kinds": ("medium-replay",)}), **quiet)
+    build(portable, **quiet)
+    state = torch.load(tmp_path / "work/sac/checkpoints/last.ckpt", weights_only=True)
+    interaction = next(v for k, v in state["callbacks"].items() if k.startswith("EnvInteraction"))
+    assert "appended_rows" not in state["ReplayBufferDataModule"] and "recording" not in interaction
+    assert interaction["env_steps"] == 300 + 600
+
+    # carried to another machine: only build.json and the checkpoint travel
+    moved = tmp_path / "moved"
+    (moved / "sac/checkpoints").mkdir(parents=True)
+    shutil.copy(tmp_path / "work/build.json", moved)
+    shutil.copy(tmp_path / "work/sac/checkpoints/last.ckpt", moved / "sac/checkpoints")
+    longer = BuildConfig(**{**portable.__dict__, "work_dir": str(moved), "sac_steps": 900, "kinds": ("expert",)})
+    build(longer, **quiet)
+    state = torch.load(moved / "sac/checkpoints/last.ckpt", weights_only=True)
+    interaction = next(v for k, v in state["callbacks"].items() if k.startswith("EnvInteraction"))
+    assert state["global_step"] == 900
+    assert interaction["env_steps"] == 300 + 600 + 300 + 300  # the refill: max(random_steps, batch size) steps
+    expert, attrs = read_d4rl_hdf5(longer.dataset_path("expert"))
+    assert attrs["expert_policy_step"] == 900 and len(expert["rewards"]) == TINY["rollout_steps"]
+    with pytest.raises(DatasetError, match="portable: True -> False"):
+        build(BuildConfig(**{**longer.__dict__, "portable": False}), **quiet)
+
+    # the final policy becomes a bundle's expert (twice: the card keeps one expert section) ...
+    bundle = export_bundle(tiny_build[0], tmp_path / "bundle")
+    export_expert(longer, bundle)
+    from policylab.datasets.__main__ import main
+
+    main(["export", "hopper", "--work-dir", str(moved), "--expert", "--to", str(bundle)])
+    with pytest.raises(DatasetError, match=r"SAC step 900\) scores -?[0-9.]+, below the expert level 1000000000.0"):
+        export_expert(BuildConfig(**{**longer.__dict__, "expert_min_score": 1e9}), bundle)
+    card = (bundle / "README.md").read_text()
+    assert card.count("## Expert policy") == 1 and "SAC step 900" in card and "--portable" in card
+    assert card.index("## Datasets") < card.index("## Expert policy")
+    # ... and expert and medium-expert regenerate from the bundle, the same steps as the run's own
+    regen = BuildConfig(
+        work_dir=str(tmp_path / "regen_work"),
+        out_dir=str(tmp_path / "regen"),
+        policies_from=str(bundle),
+        kinds=("expert", "medium-expert"),
+        **TINY,
+    )
+    build(regen, **quiet)
+    again, attrs = read_d4rl_hdf5(regen.dataset_path("expert"))
+    assert attrs["expert_policy_step"] == 900
+    for key in expert:
+        np.testing.assert_array_equal(again[key], expert[key], err_msg=key)
+    medium_expert, _ = read_d4rl_hdf5(regen.dataset_path("medium-expert"))
+    np.testing.assert_array_equal(medium_expert["actions"][TINY["rollout_steps"] :], expert["actions"])

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.trainer.states import TrainerFn
+from lightning.pytorch.utilities import rank_zero_info
 
 from policylab.envs.make import make_env
 from policylab.envs.scores import normalized_score, reference_scores
@@ -66,6 +67,8 @@ class EnvInteraction(Callback):
       :attr:`recording`; the dataset builder writes ``medium-replay`` from it.
     - Everything it needs to continue (counters, noise generator, recording) is in the
       checkpoint, and the datamodule saves the collected rows. A resumed run starts a new episode.
+      A run resumed with an empty buffer (a checkpoint saved without its rows) first refills it
+      with ``max(random_steps, batch_size)`` steps of its current policy.
 
     Args:
         start_step: the training step at which collection starts (the offline steps before
@@ -178,6 +181,12 @@ class EnvInteraction(Callback):
         hook = getattr(pl_module, "on_online_start", None)
         if hook is not None:
             hook()
+        if self.env_steps > 0 and len(trainer.datamodule.buffer) == 0:
+            # resumed from a checkpoint without the collected rows (``checkpoint_rows=False``)
+            refill = max(self.random_steps, trainer.datamodule.batch_size)
+            rank_zero_info(f"EnvInteraction: the buffer was not checkpointed; refilling it with {refill} policy steps")
+            for _ in range(refill):
+                self._policy_step(trainer, pl_module)
         while self.env_steps < self.random_steps:
             if self.warmup_actions == "policy":
                 self._policy_step(trainer, pl_module)

@@ -22,6 +22,10 @@ class ReplayBufferDataModule(TransitionDataModule):
         batch_size: transitions per gradient step.
         val_batches: batches drawn for ``validate``/``test`` diagnostics.
         seed: seed of the sampling generator (default: derived from the global seed and rank).
+        checkpoint_rows: save the collected rows in checkpoints. False keeps a checkpoint to the
+            networks, optimizers and counters (a few MB however long the run, small enough to carry
+            between machines); a run resumed from one refills the buffer with its current policy
+            (:class:`~policylab.callbacks.EnvInteraction`).
     """
 
     def __init__(
@@ -31,8 +35,10 @@ class ReplayBufferDataModule(TransitionDataModule):
         batch_size: int = 256,
         val_batches: int = 10,
         seed: int | None = None,
+        checkpoint_rows: bool = True,
     ) -> None:
         super().__init__(batch_size, val_batches, seed)
+        self.checkpoint_rows = checkpoint_rows
         if capacity <= 0:
             raise ValueError(f"capacity must be positive, got {capacity}")
         self.save_hyperparameters()

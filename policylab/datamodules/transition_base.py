@@ -48,8 +48,11 @@ class TransitionDataModule(L.LightningDataModule):
 
     Transitions collected online go through :meth:`add_transitions`, which applies the same
     observation and reward transforms as the stored data, so offline and online rows mix in one
-    buffer. The appended rows and the sampler state are part of the checkpoint.
+    buffer. The appended rows and the sampler state are part of the checkpoint, unless
+    ``checkpoint_rows`` is False.
     """
+
+    checkpoint_rows = True  # save the appended rows in checkpoints
 
     def __init__(self, batch_size: int, val_batches: int, seed: int | None) -> None:
         super().__init__()
@@ -155,7 +158,7 @@ class TransitionDataModule(L.LightningDataModule):
         if self._generator is not None:
             drawn = self._sampler.state_before_last if self._sampler is not None else None
             state["generator"] = drawn if drawn is not None else self._generator.get_state()
-        if self._data is not None and self.buffer.appended:
+        if self.checkpoint_rows and self._data is not None and self.buffer.appended:
             state["appended_rows"] = self.buffer.appended_rows()
             state["appended"] = self.buffer.appended
         return state

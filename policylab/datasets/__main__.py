@@ -68,6 +68,7 @@ def build_command(args: argparse.Namespace) -> None:
         minari=args.minari,
         kinds=tuple(args.kinds),
         policies_from=str(bundle_dir(args.family)) if args.from_bundle else None,
+        portable=args.portable,
     )
     try:
         build(config, progress=not args.no_progress)
@@ -79,14 +80,24 @@ def export_command(args: argparse.Namespace) -> None:
     import json
 
     from policylab.data import bundle_dir
-    from policylab.datasets.build import BuildConfig, export_bundle
+    from policylab.datamodules.d4rl_format import DatasetError
+    from policylab.datasets.build import BuildConfig, export_bundle, export_expert
 
     work_dir = Path(args.work_dir or f"data/build/{args.family}")
+    if not (work_dir / "build.json").is_file():
+        sys.exit(f"error: {work_dir} holds no build (no build.json); pass the build's --work-dir")
     saved = json.loads((work_dir / "build.json").read_text())
     saved["medium_range"], saved["kinds"] = tuple(saved["medium_range"]), tuple(saved["kinds"])
     config = BuildConfig(**saved)
     if args.sac_steps is not None:
         config.sac_steps = args.sac_steps
+    if args.expert:
+        try:
+            target = export_expert(config, args.to or bundle_dir(args.family))
+        except DatasetError as err:
+            sys.exit(f"error: {err}")
+        print(f"exported the expert policy to {target}")
+        return
     dest = export_bundle(config, args.to or bundle_dir(args.family), note=args.note)
     print(f"exported to {dest}:\n" + (dest / "README.md").read_text())
 
@@ -140,6 +151,12 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help="use the policies shipped in policylab/data/<family> instead of a SAC run",
     )
+    bld.add_argument(
+        "--portable",
+        action="store_true",
+        help="checkpoints without replay buffer and recording (a few MB), to carry a long run between machines; "
+        "each resume refills the buffer with the current policy (not for medium-replay)",
+    )
     bld.add_argument("--no-progress", action="store_true")
     exp = commands.add_parser("export", help="copy a build's medium-replay set, policies and card into the package")
     exp.add_argument("family")
@@ -149,6 +166,11 @@ def main(argv: list[str] | None = None) -> None:
     exp.add_argument("--note", default=None, help="a paragraph for the card (how the run went)")
     exp.add_argument(
         "--sac-steps", type=int, default=None, help="the SAC step of the final policy (default: the build's)"
+    )
+    exp.add_argument(
+        "--expert",
+        action="store_true",
+        help="export only the run's final policy as the bundle's expert_policy.pt (it must reach --expert-min-score)",
     )
     rec = commands.add_parser("record", help="record a policy's steps in a D4RL-format hdf5 file")
     rec.add_argument("--env", required=True, help="gymnasium env id, e.g. Hopper-v5")

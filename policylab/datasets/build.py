@@ -14,6 +14,11 @@ final name, and a rerun skips what is done):
    ``medium-replay`` (every step recorded up to the medium snapshot), ``medium`` (the medium
    policy sampled stochastically), ``random`` (uniform random actions), ``expert`` (the final
    policy, stochastic), ``medium-expert`` (medium then expert).
+
+A ``portable`` build keeps its checkpoint to a few MB (no replay buffer, no recording), so a SAC
+run longer than one machine's session can be carried to the next one (committed, copied) and
+resumed there: each resume refills the buffer with the current policy. It cannot write
+``medium-replay``; its final policy becomes a bundle's ``expert_policy.pt`` (:func:`export_expert`).
 """
 
 from __future__ import annotations
@@ -57,6 +62,7 @@ class BuildConfig:
     minari_namespace: str = "policylab"
     kinds: tuple[str, ...] = field(default=KINDS)
     policies_from: str | None = None  # a bundle folder (see export_bundle): use its policies, train nothing
+    portable: bool = False  # checkpoints without replay buffer and recording (see the module docstring)
 
     @property
     def env_id(self) -> str:
@@ -92,13 +98,21 @@ def train_sac(config: BuildConfig, progress: bool = True) -> Path:
     if last.is_file() and _checkpoint_step(last) >= config.sac_steps:
         return last
     L.seed_everything(config.seed, verbose=False)
-    datamodule = ReplayBufferDataModule(config.env_id, capacity=max(config.sac_steps, 1), seed=config.seed).load()
+    datamodule = ReplayBufferDataModule(
+        config.env_id, capacity=max(config.sac_steps, 1), seed=config.seed, checkpoint_rows=not config.portable
+    ).load()
     model = SAC(datamodule.obs_dim, datamodule.action_dim, datamodule.max_action)
     callbacks = [
-        EnvInteraction(random_steps=config.random_steps, seed=config.seed, record=True),
+        EnvInteraction(random_steps=config.random_steps, seed=config.seed, record=not config.portable),
         EnvEvaluation(every_n_steps=config.eval_every, n_episodes=config.eval_episodes, seed=10_000 + config.seed),
         PolicySnapshots(policy_dir(config), every_n_steps=config.eval_every),
-        ModelCheckpoint(dirpath=checkpoints, save_last=True, save_top_k=0, every_n_train_steps=config.eval_every),
+        ModelCheckpoint(
+            dirpath=checkpoints,
+            save_last=True,
+            save_top_k=0,
+            every_n_train_steps=config.eval_every,
+            enable_version_counter=False,  # a work dir copied from elsewhere: go on writing its last.ckpt
+        ),
     ]
     if progress:
         callbacks.append(StepProgressBar())
@@ -166,12 +180,13 @@ def _picked(snapshot: dict, path: str | os.PathLike, score: float) -> dict:
     return {"path": str(path), "step": snapshot["step"], "env_steps": snapshot["env_steps"], "score": float(score)}
 
 
-def pick_policies(config: BuildConfig) -> dict:
-    """Choose the medium and expert snapshots; the choice is saved in ``<work_dir>/picked.json``."""
+def pick_policies(config: BuildConfig, need_medium: bool = True) -> dict:
+    """Choose the medium and expert snapshots; the choice is saved in ``<work_dir>/picked.json``.
+    Without ``need_medium`` a run with no snapshot in the medium range gets ``medium: None``."""
     picked_file = Path(config.work_dir) / "picked.json"
     if picked_file.is_file():
         picked = json.loads(picked_file.read_text())
-        if picked.get("sac_steps") == config.sac_steps and "final" in picked:
+        if picked.get("sac_steps") == config.sac_steps and "final" in picked and (picked["medium"] or not need_medium):
             return picked
     snapshots = load_snapshots(config)
     if not snapshots:
@@ -184,7 +199,7 @@ def pick_policies(config: BuildConfig) -> dict:
             if low <= score <= high:
                 medium = _picked(snapshot, snapshot["path"], score)
                 break
-    if medium is None:
+    if medium is None and need_medium:
         best = max(snapshots, key=lambda s: s["score"])
         raise DatasetError(
             f"no SAC snapshot scores within the medium range {config.medium_range} (best {best['score']:.1f} at "
@@ -304,6 +319,12 @@ def build(config: BuildConfig, progress: bool = True, log=print) -> dict[str, di
     # medium-expert reads medium and expert from disk: build those first
     kinds = [k for k in KINDS if k in config.kinds or (k in ("medium", "expert") and "medium-expert" in config.kinds)]
     needs_sac = not kinds or any(k != "random" for k in kinds)  # no kinds: only train SAC
+    need_medium = any(k.startswith("medium") for k in kinds)
+    if config.portable and "medium-replay" in kinds:
+        raise ValueError(
+            "a portable build keeps no recording of its steps, so it cannot write medium-replay; "
+            "build medium-replay without --portable"
+        )
     last_ckpt = picked = None
     if config.policies_from is not None:
         if "medium-replay" in kinds:
@@ -315,9 +336,14 @@ def build(config: BuildConfig, progress: bool = True, log=print) -> dict[str, di
         log(f"[train] SAC on {config.env_id} for {config.sac_steps} steps in {work / 'sac'}")
         last_ckpt = train_sac(config, progress)
     if needs_sac and kinds:
-        picked = pick_policies(config)
+        picked = pick_policies(config, need_medium)
         log(
-            f"[pick] medium: step {picked['medium']['step']} (score {picked['medium']['score']:.1f}); "
+            "[pick] "
+            + (
+                f"medium: step {picked['medium']['step']} (score {picked['medium']['score']:.1f}); "
+                if picked["medium"]
+                else ""
+            )
             + (
                 f"expert: step {picked['expert']['step']} (score {picked['expert']['score']:.1f})"
                 if picked["expert"]
@@ -351,7 +377,9 @@ def build(config: BuildConfig, progress: bool = True, log=print) -> dict[str, di
 
 
 def bundle_policies(config: BuildConfig) -> dict:
-    """The medium and final policies of a bundle folder, as :func:`pick_policies` returns them."""
+    """The medium and final policies of a bundle folder, as :func:`pick_policies` returns them; the
+    expert is ``expert_policy.pt`` when the bundle has one (:func:`export_expert`), else the final
+    policy when it scores at least ``expert_min_score``."""
     folder = Path(config.policies_from)
     picked = {}
     for role in ("medium", "final"):
@@ -362,6 +390,10 @@ def bundle_policies(config: BuildConfig) -> dict:
         picked[role] = _picked(snapshot, path, snapshot["score"])
     picked["final_score"] = picked["final"]["score"]
     picked["expert"] = picked["final"] if picked["final_score"] >= config.expert_min_score else None
+    expert = folder / "expert_policy.pt"
+    if expert.is_file():
+        snapshot = torch.load(expert, map_location="cpu", weights_only=True)
+        picked["expert"] = _picked(snapshot, expert, snapshot["score"])
     return picked
 
 
@@ -417,6 +449,53 @@ def export_bundle(
         card += f"\n## Notes\n\n{note}\n"
     (dest / "README.md").write_text(card)
     return dest
+
+
+EXPERT_SECTION = "## Expert policy"
+
+
+def export_expert(config: BuildConfig, dest: str | os.PathLike) -> Path:
+    """Copy the final policy of a (typically portable) SAC run into the bundle ``dest`` as
+    ``expert_policy.pt`` when its re-evaluated score reaches ``expert_min_score``, and write the
+    card's expert section (replacing an earlier one). ``build --from-bundle`` then regenerates
+    ``expert`` and ``medium-expert`` from the bundle. Returns the written policy's path."""
+    dest = Path(dest)
+    picked = pick_policies(config, need_medium=False)
+    final = picked["final"]
+    if final["score"] < config.expert_min_score:
+        raise DatasetError(
+            f"the final policy of {config.work_dir} (SAC step {final['step']}) scores {final['score']:.1f}, "
+            f"below the expert level {config.expert_min_score}: train longer with a larger --sac-steps"
+        )
+    snapshot = torch.load(final["path"], map_location="cpu", weights_only=True)
+    snapshot["score"] = final["score"]
+    target = dest / "expert_policy.pt"
+    fd, tmp = tempfile.mkstemp(dir=dest, prefix=".expert_policy.", suffix=".tmp")
+    os.close(fd)
+    torch.save(snapshot, tmp)
+    os.replace(tmp, target)
+    card_file = dest / "README.md"
+    card = card_file.read_text() if card_file.is_file() else f"# {config.family}\n"
+    card = card.split(f"\n{EXPERT_SECTION}\n")[0].rstrip("\n")
+    how = "--portable " if config.portable else ""
+    card += (
+        f"\n\n{EXPERT_SECTION}\n\n"
+        f"`expert_policy.pt`: the final policy of a separate SAC run, seed {config.seed}, SAC step {final['step']} "
+        f"({final['env_steps']} env steps), normalized score {final['score']:.1f} (deterministic, "
+        f"{config.pick_episodes} episodes). Made with `python -m policylab.datasets build {config.family} {how}"
+        f"--seed {config.seed} --sac-steps {config.sac_steps} --kinds expert` and `python -m policylab.datasets "
+        f"export {config.family} --expert`."
+        + (
+            " The run was portable: its checkpoints hold no replay buffer, and each resume refilled the buffer "
+            "with the current policy before training on."
+            if config.portable
+            else ""
+        )
+        + f" Regenerate `expert` and `medium-expert` from it:\n\n    python -m policylab.datasets build "
+        f"{config.family} --from-bundle --kinds expert medium-expert\n"
+    )
+    _atomic_write_text(card_file, card)
+    return target
 
 
 def dataset_card(config: BuildConfig, picked: dict, stats: dict, max_bytes: int = SHIP_LIMIT_BYTES) -> str:
@@ -548,7 +627,7 @@ def _config_dict(config: BuildConfig) -> dict:
     return out
 
 
-_AFFECTS_TRAINING = ("family", "seed", "random_steps", "eval_every", "eval_episodes")
+_AFFECTS_TRAINING = ("family", "seed", "random_steps", "eval_every", "eval_episodes", "portable")
 
 
 def _check_config(config: BuildConfig) -> None:
@@ -557,7 +636,8 @@ def _check_config(config: BuildConfig) -> None:
     current = _config_dict(config)
     if saved_file.is_file():
         saved = json.loads(saved_file.read_text())
-        changed = [k for k in _AFFECTS_TRAINING if saved.get(k) != current[k]]
+        default = _config_dict(BuildConfig())  # a key an older build.json lacks had its default
+        changed = [k for k in _AFFECTS_TRAINING if saved.get(k, default[k]) != current[k]]
         if changed:
             listing = ", ".join(f"{k}: {saved.get(k)} -> {current[k]}" for k in changed)
             raise DatasetError(
