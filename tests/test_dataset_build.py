@@ -269,8 +269,22 @@ def test_a_portable_build_resumes_elsewhere_from_its_small_checkpoint_and_export
     assert interaction["env_steps"] == 300 + 600 + 300 + 300  # the refill: max(random_steps, batch size) steps
     expert, attrs = read_d4rl_hdf5(longer.dataset_path("expert"))
     assert attrs["expert_policy_step"] == 900 and len(expert["rewards"]) == TINY["rollout_steps"]
-    with pytest.raises(DatasetError, match="portable: True -> False"):
+    with pytest.raises(DatasetError, match="holds a portable build"):
         build(BuildConfig(**{**longer.__dict__, "portable": False}), **quiet)
+
+    # a run built with its buffer goes on as portable: its next checkpoint drops the buffer
+    switched = tmp_path / "switched"
+    (switched / "sac/checkpoints").mkdir(parents=True)
+    shutil.copy(Path(tiny_build[0].work_dir) / "build.json", switched)
+    shutil.copy(Path(tiny_build[0].work_dir) / "sac/checkpoints/last.ckpt", switched / "sac/checkpoints")
+    build(
+        BuildConfig(
+            **{**tiny_build[0].__dict__, "work_dir": str(switched), "sac_steps": 1200, "kinds": (), "portable": True}
+        ),
+        **quiet,
+    )
+    state = torch.load(switched / "sac/checkpoints/last.ckpt", weights_only=True)
+    assert state["global_step"] == 1200 and "appended_rows" not in state["ReplayBufferDataModule"]
 
     # the final policy becomes a bundle's expert (twice: the card keeps one expert section) ...
     bundle = export_bundle(tiny_build[0], tmp_path / "bundle")

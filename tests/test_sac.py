@@ -102,6 +102,22 @@ def test_buffer_appends_keeps_initial_rows_and_wraps_over_appended_ones():
     torch.testing.assert_close(restored.data, buffer.data)
     restored.add(**_rows(1, start=9.0))  # continues the ring where the original stopped
     assert restored.all().reward.tolist() == [100, 101, 102, 3, 4, 9]
+    old_checkpoint = TransitionBuffer({**initial}, capacity=6)  # no ring position saved: it follows the count
+    old_checkpoint.restore_appended(buffer.appended_rows(), buffer.appended)
+    torch.testing.assert_close(old_checkpoint.data, buffer.data)
+
+    # into a larger buffer (a run continued with a larger capacity): oldest first, nothing invalid
+    larger = TransitionBuffer({**initial}, capacity=8)
+    larger.restore_appended(buffer.appended_rows(), buffer.appended, buffer.next_position)
+    assert larger.all().reward.tolist() == [100, 101, 102, 2, 3, 4]
+    larger.add(**_rows(3, start=5.0))  # 5 and 6 fill the room, 7 overwrites the oldest (2)
+    assert larger.all().reward.tolist() == [100, 101, 102, 7, 3, 4, 5, 6]
+    # into a smaller one: the newest that fit
+    smaller = TransitionBuffer({**initial}, capacity=5)
+    smaller.restore_appended(larger.appended_rows(), larger.appended, larger.next_position)
+    assert smaller.all().reward.tolist() == [100, 101, 102, 6, 7]
+    smaller.add(**_rows(1, start=8.0))
+    assert smaller.all().reward.tolist() == [100, 101, 102, 8, 7]
 
 
 def test_empty_buffer_refuses_to_sample():

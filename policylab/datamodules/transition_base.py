@@ -161,6 +161,7 @@ class TransitionDataModule(L.LightningDataModule):
         if self.checkpoint_rows and self._data is not None and self.buffer.appended:
             state["appended_rows"] = self.buffer.appended_rows()
             state["appended"] = self.buffer.appended
+            state["next_position"] = self.buffer.next_position
         return state
 
     def load_state_dict(self, state_dict: dict) -> None:
@@ -168,4 +169,6 @@ class TransitionDataModule(L.LightningDataModule):
         if self._generator is not None and self._generator_state is not None:
             self._generator.set_state(self._generator_state)
         if "appended_rows" in state_dict:
-            self.buffer.restore_appended(state_dict["appended_rows"], state_dict["appended"])
+            self.buffer.restore_appended(
+                state_dict["appended_rows"], state_dict["appended"], state_dict.get("next_position")
+            )

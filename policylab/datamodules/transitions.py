@@ -106,7 +106,8 @@ class TransitionBuffer:
         self.data = torch.empty(capacity, sum(self._widths))
         self.data[: self.initial_size] = initial
         self.size = self.initial_size  # rows in use
-        self.appended = 0  # rows ever appended (the ring position is derived from it)
+        self.appended = 0  # rows ever appended
+        self.next_position = 0  # where the next appended row goes, counted from the first online row
         self.online_only = False  # sample only appended rows once there are any
 
     def rows(self, obs, action, reward, next_obs, terminal, timeout) -> Tensor:
@@ -138,24 +139,38 @@ class TransitionBuffer:
         if online_capacity <= 0:
             raise ValueError(f"the buffer is full ({self.capacity} rows): give it a larger capacity")
         for row in rows:  # usually one row per call
-            position = self.initial_size + self.appended % online_capacity
-            self.data[position] = row
+            self.data[self.initial_size + self.next_position] = row
+            self.next_position = (self.next_position + 1) % online_capacity
             self.appended += 1
-        self.size = self.initial_size + min(self.appended, online_capacity)
+            self.size = min(self.size + 1, self.capacity)
 
     def appended_rows(self) -> Tensor:
-        """The appended rows in ring order, on the CPU (what a checkpoint must keep)."""
+        """The appended rows as stored (the oldest at :attr:`next_position` once the ring has
+        wrapped), on the CPU: what a checkpoint keeps, with ``appended`` and ``next_position``."""
         return self.data[self.initial_size : self.size].cpu()
 
-    def restore_appended(self, rows: Tensor, appended: int) -> None:
-        """Put back rows from :meth:`appended_rows` and the append counter."""
-        if rows.shape[0] > self.capacity - self.initial_size or rows.shape[1:] != self.data.shape[1:]:
+    def restore_appended(self, rows: Tensor, appended: int, next_position: int | None = None) -> None:
+        """Put back rows from :meth:`appended_rows`, the append counter and the ring position
+        (None: a checkpoint from before it was saved, whose ring position followed the counter).
+
+        Into a buffer of the same capacity the rows go back as they were stored; into another
+        capacity they are laid out oldest first, and the newest that fit are kept."""
+        n, room = rows.shape[0], self.capacity - self.initial_size
+        if n == 0 or room <= 0 or rows.shape[1:] != self.data.shape[1:]:
             raise ValueError(
                 f"cannot restore {tuple(rows.shape)} appended rows into a buffer of capacity {self.capacity} "
                 f"with {self.initial_size} initial rows of width {self.data.shape[1]}"
             )
+        if next_position is None:
+            next_position = appended % n if appended > n else n
+        if next_position % n == 0:
+            next_position = n  # the oldest row is the first one
+        if n > room or (next_position != n and room != n):
+            rows = torch.cat([rows[next_position:], rows[:next_position]])[-room:]
+            next_position = rows.shape[0]
         self.data[self.initial_size : self.initial_size + rows.shape[0]] = rows.to(self.device)
         self.appended = int(appended)
+        self.next_position = next_position % room
         self.size = self.initial_size + rows.shape[0]
 
     def _split(self, rows: Tensor) -> TransitionBatch:

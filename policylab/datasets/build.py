@@ -627,11 +627,12 @@ def _config_dict(config: BuildConfig) -> dict:
     return out
 
 
-_AFFECTS_TRAINING = ("family", "seed", "random_steps", "eval_every", "eval_episodes", "portable")
+_AFFECTS_TRAINING = ("family", "seed", "random_steps", "eval_every", "eval_episodes")
 
 
 def _check_config(config: BuildConfig) -> None:
-    """Refuse to resume a build whose SAC run was made with other settings."""
+    """Refuse to resume a build whose SAC run was made with other settings. A run may go on as
+    portable (its next checkpoints drop the buffer and the recording), never back."""
     saved_file = Path(config.work_dir) / "build.json"
     current = _config_dict(config)
     if saved_file.is_file():
@@ -643,6 +644,11 @@ def _check_config(config: BuildConfig) -> None:
             raise DatasetError(
                 f"{config.work_dir} holds a build made with other settings ({listing}); "
                 "use another --work-dir or the same settings"
+            )
+        if saved.get("portable", False) and not config.portable:
+            raise DatasetError(
+                f"{config.work_dir} holds a portable build (its checkpoints keep no buffer or recording): "
+                "pass --portable to go on with it"
             )
     _atomic_write_text(saved_file, json.dumps(current, indent=2))
 
