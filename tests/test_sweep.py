@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import importlib.util
+import json
 import os
 import signal
 import time
@@ -281,3 +282,31 @@ def test_offline_table_wires_cdsa_to_its_backbones_and_online_curves_move_the_sw
         )
     )
     assert "| iql | 0 | 12.0 | 3.0 | 20.0 | 55000 |" in curves.online_summary(scores, 30_000)
+
+
+def test_online_curves_start_from_the_finished_offline_runs_of_another_sweep(tmp_path, capsys):
+    from policylab.sweep import FINISHED, run_folder
+
+    curves = _benchmark("online_curves")
+    offline, online = tmp_path / "offline", tmp_path / "online"
+    for method, steps in (("iql", 100), ("famo2o", 60)):  # famo2o's offline run stopped early
+        folder = run_folder(offline, method, "hopper-medium-replay-v5", 0)
+        (folder / "checkpoints").mkdir(parents=True)
+        torch.save({"global_step": steps}, folder / "checkpoints/last.ckpt")
+        (folder / "events.out.tfevents.1.vm.1.0").write_bytes(b"offline curve")
+        (folder / FINISHED).write_text(json.dumps({"max_steps": 100, "step": steps}))
+    options = curves.argparse.Namespace(
+        methods=["iql", "famo2o", "a2pr"], seeds=[0], dataset="hopper-medium-replay-v5", offline_steps=100,
+        from_sweep=offline, out=online,
+    )  # fmt: skip
+    curves.start_from_offline_runs(options)
+    started = run_folder(online, "iql", "hopper-medium-replay-v5", 0)
+    assert torch.load(started / "checkpoints/last.ckpt", weights_only=True)["global_step"] == 100
+    assert (started / "events.out.tfevents.1.vm.1.0").read_bytes() == b"offline curve"
+    assert not run_folder(online, "famo2o", "hopper-medium-replay-v5", 0).exists()
+    assert not run_folder(online, "a2pr", "hopper-medium-replay-v5", 0).exists()
+    said = capsys.readouterr().out
+    assert said.count("offline phase to train") == 2 and "offline phase from" in said
+    torch.save({"global_step": 110}, started / "checkpoints/last.ckpt")  # the online run went on: never overwritten
+    curves.start_from_offline_runs(options)
+    assert torch.load(started / "checkpoints/last.ckpt", weights_only=True)["global_step"] == 110
