@@ -291,11 +291,12 @@ def test_a_portable_build_resumes_elsewhere_from_its_small_checkpoint_and_export
     export_expert(longer, bundle)
     from policylab.datasets.__main__ import main
 
-    main(["export", "hopper", "--work-dir", str(moved), "--expert", "--to", str(bundle)])
+    main(["export", "hopper", "--work-dir", str(moved), "--expert", "--to", str(bundle), "--note", "Carried once."])
     with pytest.raises(DatasetError, match=r"SAC step 900\) scores -?[0-9.]+, below the expert level 1000000000.0"):
         export_expert(BuildConfig(**{**longer.__dict__, "expert_min_score": 1e9}), bundle)
     card = (bundle / "README.md").read_text()
     assert card.count("## Expert policy") == 1 and "SAC step 900" in card and "--portable" in card
+    assert card.rstrip().endswith("Carried once.")
     assert card.index("## Datasets") < card.index("## Expert policy")
     # ... and expert and medium-expert regenerate from the bundle, the same steps as the run's own
     regen = BuildConfig(

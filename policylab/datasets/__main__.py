@@ -93,7 +93,7 @@ def export_command(args: argparse.Namespace) -> None:
         config.sac_steps = args.sac_steps
     if args.expert:
         try:
-            target = export_expert(config, args.to or bundle_dir(args.family))
+            target = export_expert(config, args.to or bundle_dir(args.family), note=args.note)
         except DatasetError as err:
             sys.exit(f"error: {err}")
         print(f"exported the expert policy to {target}")

@@ -454,11 +454,12 @@ def export_bundle(
 EXPERT_SECTION = "## Expert policy"
 
 
-def export_expert(config: BuildConfig, dest: str | os.PathLike) -> Path:
+def export_expert(config: BuildConfig, dest: str | os.PathLike, note: str | None = None) -> Path:
     """Copy the final policy of a (typically portable) SAC run into the bundle ``dest`` as
     ``expert_policy.pt`` when its re-evaluated score reaches ``expert_min_score``, and write the
     card's expert section (replacing an earlier one). ``build --from-bundle`` then regenerates
-    ``expert`` and ``medium-expert`` from the bundle. Returns the written policy's path."""
+    ``expert`` and ``medium-expert`` from the bundle; ``note`` ends the section (how the run
+    went). Returns the written policy's path."""
     dest = Path(dest)
     picked = pick_policies(config, need_medium=False)
     final = picked["final"]
@@ -480,7 +481,8 @@ def export_expert(config: BuildConfig, dest: str | os.PathLike) -> Path:
     how = "--portable " if config.portable else ""
     card += (
         f"\n\n{EXPERT_SECTION}\n\n"
-        f"`expert_policy.pt`: the final policy of a separate SAC run, seed {config.seed}, SAC step {final['step']} "
+        f"`expert_policy.pt`: the final policy of the SAC run in `{config.work_dir}` (seed {config.seed}), SAC step "
+        f"{final['step']} "
         f"({final['env_steps']} env steps), normalized score {final['score']:.1f} (deterministic, "
         f"{config.pick_episodes} episodes). Made with `python -m policylab.datasets build {config.family} {how}"
         f"--seed {config.seed} --sac-steps {config.sac_steps} --kinds expert` and `python -m policylab.datasets "
@@ -492,7 +494,7 @@ def export_expert(config: BuildConfig, dest: str | os.PathLike) -> Path:
             else ""
         )
         + f" Regenerate `expert` and `medium-expert` from it:\n\n    python -m policylab.datasets build "
-        f"{config.family} --from-bundle --kinds expert medium-expert\n"
+        f"{config.family} --from-bundle --kinds expert medium-expert\n" + (f"\n{note}\n" if note else "")
     )
     _atomic_write_text(card_file, card)
     return target
