@@ -1,5 +1,5 @@
-"""The data shipped in the package (Hopper and HalfCheetah medium-replay): found by name,
-consistent with its card, and its medium policy scores what the card says."""
+"""The data shipped in the package (Hopper, HalfCheetah and Walker2d medium-replay; Walker2d's expert
+policy): found by name, consistent with its card, and its policies score what the card says."""
 
 import re
 
@@ -54,3 +54,19 @@ def test_bundled_medium_policy_scores_as_its_card_says(family, env_id, obs_dim, 
     # fresh deterministic episodes, as the builder scored it (20)
     score = evaluate_snapshot(BuildConfig(family=family), snapshot, episodes=episodes)
     assert abs(score - snapshot["score"]) < 10, (score, snapshot["score"])
+
+
+def test_the_bundled_walker2d_expert_policy_is_the_bundles_expert_and_scores_as_its_card_says():
+    from policylab.datasets.build import bundle_policies
+
+    bundle = bundle_dir("walker2d")
+    picked = bundle_policies(BuildConfig(family="walker2d", policies_from=str(bundle)))
+    expert = torch.load(bundle / "expert_policy.pt", weights_only=True)
+    assert picked["expert"]["path"].endswith("expert_policy.pt") and picked["expert"]["step"] == expert["step"]
+    assert expert["score"] >= 90 and picked["final"]["score"] < 90  # the 300k-step final policy is not
+    card = (bundle / "README.md").read_text()
+    assert (
+        f"SAC step {expert['step']} ({expert['env_steps']} env steps), normalized score {expert['score']:.1f}" in card
+    )
+    score = evaluate_snapshot(BuildConfig(family="walker2d"), expert, episodes=5)
+    assert abs(score - expert["score"]) < 10, (score, expert["score"])

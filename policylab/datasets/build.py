@@ -488,8 +488,8 @@ def export_expert(config: BuildConfig, dest: str | os.PathLike, note: str | None
         f"--seed {config.seed} --sac-steps {config.sac_steps} --kinds expert` and `python -m policylab.datasets "
         f"export {config.family} --expert`."
         + (
-            " The run was portable: its checkpoints hold no replay buffer, and each resume refilled the buffer "
-            "with the current policy before training on."
+            " The run was portable: its checkpoints hold no replay buffer (a resume from one refills the buffer "
+            "with the current policy first)."
             if config.portable
             else ""
         )
