@@ -16,16 +16,9 @@ adjustment leads to actions the backbone itself values lower.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-import numpy as np
 import torch
-import yaml
-
-from policylab.datamodules import OfflineTransitionDataModule
-from policylab.envs.evaluation import evaluate_policy
-from policylab.envs.scores import normalized_score, reference_scores
-from policylab.modules.offline.cdsa import load_policy_checkpoint
+from sweep_checkpoints import add_run_arguments, dataset_states, load_run, normalized_scores
 
 VARIANTS = {
     "backbone": {"action_steps": 0, "state_weight": 0.0},
@@ -38,24 +31,14 @@ VARIANTS = {
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("runs", nargs="+")
-    parser.add_argument("--episodes", type=int, default=20)
-    parser.add_argument("--seed", type=int, default=70_000)
-    parser.add_argument("--states", type=int, default=5000)
+    add_run_arguments(parser)
     args = parser.parse_args()
     torch.set_grad_enabled(False)
     print("| run | variant | normalized score (mean +- std) | vs backbone (paired mean) | mean abs change | Q change |")
     print("|---|---|---|---|---|---|")
     for run in args.runs:
-        run = Path(run)
-        model = load_policy_checkpoint(str(run / "checkpoints/last.ckpt"))
-        config = yaml.safe_load((run / "config.yaml").read_text())
-        dataset = config["data"]["init_args"]["dataset"]
-        data = OfflineTransitionDataModule(dataset).load()
-        env_id = data.env_id
-        refs = data.reference_scores or reference_scores(env_id)
-        mean, std = (t.numpy() for t in data.observation_statistics)
-        obs = data.buffer.sample(args.states, torch.Generator().manual_seed(args.seed)).obs
+        _, model, data = load_run(run)
+        obs = dataset_states(data, args.states, args.seed)
         backbone = model.backbone
         base_action = backbone.policy_action(obs)
         base_q = backbone.critic(obs, base_action).min(dim=0).values
@@ -63,8 +46,7 @@ def main() -> None:
         base_scores = None
         for name, change in VARIANTS.items():
             model.hparams.update({**defaults, **change})
-            returns = evaluate_policy(model.act, env_id, args.episodes, seed=args.seed, obs_mean=mean, obs_std=std)
-            scores = np.asarray(normalized_score(returns, *refs))
+            scores = normalized_scores(model.act, data, args.episodes, args.seed)
             adjusted = model.adjust(obs, base_action)
             moved = (adjusted - base_action).abs().mean().item()
             dq = (backbone.critic(obs, adjusted).min(dim=0).values - base_q).mean().item()
